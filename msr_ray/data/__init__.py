@@ -1,0 +1,1 @@
+"""Dataset tables, format readers, synthetic data, preprocessing and images (no Ray)."""

@@ -1,0 +1,114 @@
+"""Preprocessing: dedupe, k-core, chronological order, history cap, leave-last-out split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from msr_ray.data.schemas import SEQUENCES
+
+# A user needs a train item, a valid item and a test item.
+MIN_SPLIT_LENGTH = 3
+
+
+@dataclass
+class Funnel:
+    """Row counts after each filter, in order, so every input row is accounted for."""
+
+    steps: list[dict] = field(default_factory=list)
+
+    def record(self, step: str, table: pa.Table) -> None:
+        self.steps.append(
+            {
+                "step": step,
+                "interactions": table.num_rows,
+                "users": pc.count_distinct(table["user_id"]).as_py(),
+                "items": pc.count_distinct(table["item_id"]).as_py(),
+            }
+        )
+
+
+def dedupe(interactions: pa.Table) -> pa.Table:
+    """Keep the first of identical (user, item, timestamp) events, in input order."""
+    indexed = interactions.append_column("_row", pa.array(np.arange(interactions.num_rows)))
+    first = indexed.group_by(["user_id", "item_id", "timestamp"], use_threads=False).aggregate(
+        [("_row", "min")]
+    )
+    keep = np.sort(first["_row_min"].to_numpy())
+    return interactions.take(pa.array(keep))
+
+
+def kcore(interactions: pa.Table, min_user: int, min_item: int) -> pa.Table:
+    """Repeatedly drop users with < min_user and items with < min_item interactions."""
+    table = interactions
+    while True:
+        before = table.num_rows
+        for column, minimum in (("user_id", min_user), ("item_id", min_item)):
+            counts = table.group_by(column).aggregate([([], "count_all")])
+            keep = counts.filter(pc.greater_equal(counts["count_all"], minimum))[column]
+            table = table.filter(pc.is_in(table[column], value_set=keep))
+        if table.num_rows == before:
+            return table
+
+
+def _positions(sorted_users: pa.ChunkedArray) -> np.ndarray:
+    """0-based index of each row within its user's run (rows sorted by user)."""
+    users = sorted_users.to_numpy(zero_copy_only=False)
+    n = len(users)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    return (np.arange(n) - run_start).astype(np.int32)
+
+
+def chronological(interactions: pa.Table) -> pa.Table:
+    """Sort by user, then time; ties keep input order (stable)."""
+    indexed = interactions.append_column("_row", pa.array(np.arange(interactions.num_rows)))
+    ordered = indexed.sort_by(
+        [("user_id", "ascending"), ("timestamp", "ascending"), ("_row", "ascending")]
+    )
+    return ordered.drop_columns(["_row"])
+
+
+def cap_history(ordered: pa.Table, max_history: int | None) -> pa.Table:
+    """Keep each user's ``max_history`` most recent interactions (input sorted by user, time)."""
+    if max_history is None:
+        return ordered
+    positions = _positions(ordered["user_id"])
+    users = ordered["user_id"].to_numpy(zero_copy_only=False)
+    n = len(users)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, int)
+    lengths = np.diff(np.r_[starts, n])
+    length_of_row = np.repeat(lengths, lengths)
+    return ordered.filter(pa.array(positions >= length_of_row - max_history))
+
+
+def split_leave_last_out(ordered: pa.Table) -> pa.Table:
+    """Add ``position`` and ``split``: each user's last item is test, the one before valid."""
+    positions = _positions(ordered["user_id"])
+    n = len(positions)
+    is_last = np.r_[positions[1:] == 0, True] if n else np.zeros(0, bool)
+    is_second_last = np.r_[is_last[1:], False] if n else np.zeros(0, bool)
+    split = np.where(is_last, "test", np.where(is_second_last, "valid", "train"))
+    table = ordered.append_column("position", pa.array(positions, pa.int32()))
+    table = table.append_column("split", pa.array(split, pa.string()))
+    return table.select(SEQUENCES.names).cast(SEQUENCES)
+
+
+def preprocess(
+    interactions: pa.Table, min_user: int, min_item: int, max_history: int | None
+) -> tuple[pa.Table, Funnel]:
+    """Run every step in order; return the split sequences and the funnel of counts."""
+    funnel = Funnel()
+    funnel.record("valid_rows", interactions)
+    table = dedupe(interactions)
+    funnel.record("deduplicated", table)
+    table = kcore(table, max(min_user, MIN_SPLIT_LENGTH), min_item)
+    funnel.record("k_core", table)
+    table = cap_history(chronological(table), max_history)
+    funnel.record("history_cap", table)
+    return split_leave_last_out(table), funnel

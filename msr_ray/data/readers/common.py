@@ -1,0 +1,196 @@
+"""What every reader shares: row checks, quarantine, and building the Arrow tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from msr_ray.data.images import ImageError, load_image
+from msr_ray.data.quarantine import Quarantine
+from msr_ray.data.schemas import INTERACTIONS, ITEMS, DataError
+
+# (file, 1-based row number, row fields)
+Row = tuple[str, int, dict[str, Any]]
+
+
+@dataclass
+class RawDataset:
+    """A reader's output: valid items and interactions, and every rejected row."""
+
+    items: pa.Table
+    interactions: pa.Table
+    quarantine: Quarantine
+    input_rows: dict[str, int] = field(default_factory=dict)
+    items_without_image: int = 0
+
+
+def _has_invalid_utf8(value: Any) -> bool:
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    """A whole text file; undecodable bytes survive as surrogates so rows can be quarantined."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(path, "file does not exist") from None
+    return data.decode(encoding, errors="surrogateescape")
+
+
+def csv_rows(path: str, required: list[str], encoding: str = "utf-8") -> Iterator[Row]:
+    """Rows of a CSV file with a header; a missing required column is a DataError."""
+    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
+    header = reader.fieldnames or []
+    for column in required:
+        if column not in header:
+            raise DataError(path, f"missing column (header is {header})", column=column)
+    for row in reader:
+        yield path, reader.line_num, row
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """An int64 timestamp from an int or a string of digits; None when invalid or negative."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float):
+        return int(value) if value >= 0 and value == int(value) else None
+    text = str(value).strip()
+    if not text.isdigit():
+        return None
+    return int(text)
+
+
+def _resolve_image(value: Any, base_dir: str) -> str | bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    text = str(value).strip()
+    if "://" in text:
+        return text
+    return os.path.abspath(os.path.join(base_dir, text))
+
+
+def build_dataset(
+    item_rows: Iterable[Row],
+    interaction_rows: Iterable[Row],
+    image_base_dir: str,
+    max_image_side: int = 336,
+    verify_images: bool = True,
+) -> RawDataset:
+    """Check every row and build the tables; bad rows go to the quarantine with a reason.
+
+    Item rows hold item_id, title, text and ``images`` (paths relative to
+    ``image_base_dir``, absolute paths or bytes). Interaction rows hold user_id,
+    item_id and timestamp. A bad image is quarantined and left out of its item,
+    which is kept (with no image if none is left).
+    """
+    quarantine = Quarantine()
+    items: dict[str, dict[str, Any]] = {}
+    items_read = 0
+    for file, line, row in item_rows:
+        items_read += 1
+        item_id = str(row.get("item_id") or "").strip()
+        title = str(row.get("title") or "").strip()
+        text = str(row.get("text") or "").strip()
+        if not item_id:
+            quarantine.add("items", file, line, "item_id", "missing_id", row.get("item_id"))
+            continue
+        bad = next((k for k in ("item_id", "title", "text") if _has_invalid_utf8(row.get(k))), None)
+        if bad:
+            quarantine.add(
+                "items",
+                file,
+                line,
+                bad,
+                "invalid_utf8",
+                str(row.get(bad)).encode("utf-8", "surrogateescape"),
+            )
+            continue
+        if not title:
+            quarantine.add("items", file, line, "title", "empty_title", item_id)
+            continue
+        if item_id in items:
+            quarantine.add("items", file, line, "item_id", "duplicate_item", item_id)
+            continue
+        paths, blobs = [], []
+        for value in row.get("images") or []:
+            source = _resolve_image(value, image_base_dir)
+            if verify_images:
+                try:
+                    load_image(source, max_image_side)
+                except ImageError as exc:
+                    quarantine.add(
+                        "images",
+                        file,
+                        line,
+                        "image",
+                        exc.reason,
+                        source if isinstance(source, str) else f"<{len(source)} bytes>",
+                    )
+                    continue
+            (blobs if isinstance(source, bytes) else paths).append(source)
+        items[item_id] = {
+            "item_id": item_id,
+            "title": title,
+            "text": text,
+            "image_paths": paths,
+            "image_bytes": blobs,
+        }
+
+    users, item_ids, stamps = [], [], []
+    interactions_read = 0
+    for file, line, row in interaction_rows:
+        interactions_read += 1
+        user_id = str(row.get("user_id") or "").strip()
+        item_id = str(row.get("item_id") or "").strip()
+        if not user_id or not item_id:
+            column = "user_id" if not user_id else "item_id"
+            quarantine.add("interactions", file, line, column, "missing_id", row.get(column))
+            continue
+        if _has_invalid_utf8(user_id) or _has_invalid_utf8(item_id):
+            quarantine.add("interactions", file, line, "user_id", "invalid_utf8", repr(user_id))
+            continue
+        timestamp = parse_timestamp(row.get("timestamp"))
+        if timestamp is None:
+            quarantine.add(
+                "interactions", file, line, "timestamp", "bad_timestamp", row.get("timestamp")
+            )
+            continue
+        if item_id not in items:
+            quarantine.add("interactions", file, line, "item_id", "unknown_item", item_id)
+            continue
+        users.append(user_id)
+        item_ids.append(item_id)
+        stamps.append(timestamp)
+
+    item_table = pa.Table.from_pylist(list(items.values()), schema=ITEMS)
+    interactions = pa.table(
+        {"user_id": users, "item_id": item_ids, "timestamp": stamps}, schema=INTERACTIONS
+    )
+    without_image = sum(
+        1 for it in items.values() if not it["image_paths"] and not it["image_bytes"]
+    )
+    return RawDataset(
+        items=item_table,
+        interactions=interactions,
+        quarantine=quarantine,
+        input_rows={"items": items_read, "interactions": interactions_read},
+        items_without_image=without_image,
+    )
+
+
+def find_file(folder: str, *names: str) -> str:
+    """The first of ``names`` that exists in ``folder``, else a DataError listing them."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    raise DataError(folder, f"expected one of {list(names)} in this folder")

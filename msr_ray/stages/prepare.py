@@ -1,0 +1,77 @@
+"""Stage `prepare`: read a source, preprocess, and write the run's ``dataset/`` tables.
+
+Output: ``dataset/items.parquet`` (items left after filtering), ``dataset/sequences.parquet``
+(interactions in time order with position and split), ``dataset/quarantine.parquet``
+(every rejected row with its reason). The summary accounts for every input row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from msr_ray.config import PipelineConfig, PrepareConfig
+from msr_ray.data import synthetic
+from msr_ray.data.preprocess import preprocess
+from msr_ray.data.readers import READERS, RawDataset
+from msr_ray.data.schemas import ITEMS, SEQUENCES, DataError, validate_table
+from msr_ray.rundir import RunDir
+
+
+def load_source(cfg: PrepareConfig) -> RawDataset:
+    """Read the configured source into items, interactions and quarantine."""
+    if cfg.source == "synthetic":
+        return synthetic.generate(cfg.synthetic, cfg.max_image_side)
+    if not cfg.path:
+        raise DataError(f"source '{cfg.source}'", "needs a path (--path or prepare.path)")
+    return READERS[cfg.source](cfg.path, cfg.max_image_side)
+
+
+def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+    """Build the dataset tables and return the prepare summary."""
+    cfg = config.prepare
+    raw = load_source(cfg)
+    sequences, funnel = preprocess(
+        raw.interactions, cfg.min_user_interactions, cfg.min_item_interactions, cfg.max_history
+    )
+    if sequences.num_rows == 0:
+        raise DataError(
+            f"source '{cfg.source}'",
+            f"no interactions left after filtering (funnel: {funnel.steps}); lower "
+            "prepare.min_user_interactions / min_item_interactions or add data",
+        )
+    items = raw.items.filter(pc.is_in(raw.items["item_id"], value_set=sequences["item_id"]))
+    splits = sequences.group_by("split").aggregate([([], "count_all")]).to_pylist()
+    summary = {
+        "source": cfg.source,
+        "path": cfg.path,
+        "input_rows": raw.input_rows,
+        "quarantined": {
+            table: raw.quarantine.counts(table) for table in ("items", "interactions", "images")
+        },
+        "funnel": funnel.steps,
+        "items_valid": raw.items.num_rows,
+        "items_kept": items.num_rows,
+        "items_without_image": raw.items_without_image,
+        "users": pc.count_distinct(sequences["user_id"]).as_py(),
+        "interactions_by_split": {row["split"]: row["count_all"] for row in splits},
+    }
+    with run.stage_output("dataset") as out:
+        out.write_table(items, "items.parquet")
+        out.write_table(sequences, "sequences.parquet")
+        out.write_table(raw.quarantine.to_table(), "quarantine.parquet")
+        out.metadata.update(summary)
+    return summary
+
+
+def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
+    """The run's prepared items and sequences, checked against their schemas."""
+    if not run.is_complete("dataset"):
+        raise DataError(run.path("dataset"), "no complete dataset: run `msr-ray prepare` first")
+    items = run.read_table("dataset", "items.parquet")
+    sequences = run.read_table("dataset", "sequences.parquet")
+    validate_table(items, ITEMS, run.path("dataset", "items.parquet"))
+    validate_table(sequences, SEQUENCES, run.path("dataset", "sequences.parquet"))
+    return items, sequences

@@ -1,0 +1,78 @@
+import pytest
+import yaml
+
+from msr_ray.config import ConfigError, PipelineConfig, dump_config, load_config
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    config = load_config(None, ["users.block_size=4", "prepare.synthetic.num_users=7"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(config))
+    again = load_config(path)
+    assert again == config
+    assert again.users.block_size == 4
+    assert again.prepare.synthetic.num_users == 7
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "users": {"block_size": 2, "num_shards": 3},
+                "train": {"lora_target_modules": ["q_proj"]},
+            }
+        )
+    )
+    config = load_config(path, ["users.block_size=5", "train.use_gpu=true", "mllm.name=tiny"])
+    assert config.users.block_size == 5
+    assert config.users.num_shards == 3
+    assert config.train.use_gpu is True
+    assert config.train.lora_target_modules == ["q_proj"]
+    assert config.mllm.name == "tiny"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("users:\n  blok_size: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "users.blok_size" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  num_workers: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "train.num_workers" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["users.block_size"])
+    with pytest.raises(ConfigError, match="users.nope"):
+        load_config(None, ["users.nope=1"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(None, ["run_dir=a", "run_dir.x=1"])
+    with pytest.raises(ConfigError, match="key 'run_dir'"):
+        load_config(None, ["run_dir.x=1"])
+
+
+def test_constraints_are_checked():
+    with pytest.raises(ConfigError, match="users.block_size"):
+        load_config(None, ["users.block_size=0"])
+    with pytest.raises(ConfigError, match="min_history"):
+        load_config(None, ["prepare.synthetic.min_history=20", "prepare.synthetic.max_history=5"])
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_pipeline_config_is_complete():
+    sections = set(PipelineConfig.model_fields)
+    assert {"prepare", "items", "users", "samples", "train", "evaluate"} <= sections
