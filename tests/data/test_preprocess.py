@@ -12,9 +12,17 @@ def _interactions(rows):
 
 def test_dedupe_kcore_order_cap_and_split():
     rows = [
-        ("u1", "a", 5), ("u1", "b", 3), ("u1", "c", 3), ("u1", "a", 5),  # duplicate event
-        ("u1", "d", 9), ("u2", "a", 1), ("u2", "b", 2), ("u2", "c", 3),
-        ("u2", "d", 4), ("u3", "a", 1), ("u3", "z", 2),  # u3 too short, z too rare
+        ("u1", "a", 5),
+        ("u1", "b", 3),
+        ("u1", "c", 3),
+        ("u1", "a", 5),  # duplicate event
+        ("u1", "d", 9),
+        ("u2", "a", 1),
+        ("u2", "b", 2),
+        ("u2", "c", 3),
+        ("u2", "d", 4),
+        ("u3", "a", 1),
+        ("u3", "z", 2),  # u3 too short, z too rare
     ]
     table, funnel = preprocess(_interactions(rows), min_user=3, min_item=2, max_history=None)
     counts = [step["interactions"] for step in funnel.steps]

@@ -28,15 +28,15 @@ def test_csv_reader_quarantines_every_broken_row_kind(tmp_path):
     Image.new("RGB", (40, 40), "blue").save(good, format="JPEG")
     (tmp_path / "img" / "truncated.jpg").write_bytes(good.getvalue()[:200])
     items = (
-        "item_id,title,text,image\n"
-        "a,Alpha,first,img/a.jpg|img/b.jpg\n"
-        "b,Beta,,img/missing.jpg\n"
-        "c,Gamma,third,img/corrupt.jpg\n"
-        "d,,empty title,\n"
-        ",NoId,x,\n"
-        "a,Again,duplicate,\n"
-        "e,Epsilon,fine,img/truncated.jpg\n"
-    ).encode() + b"f,Bad \xff utf8,x,\n"
+        b"item_id,title,text,image\n"
+        b"a,Alpha,first,img/a.jpg|img/b.jpg\n"
+        b"b,Beta,,img/missing.jpg\n"
+        b"c,Gamma,third,img/corrupt.jpg\n"
+        b"d,,empty title,\n"
+        b",NoId,x,\n"
+        b"a,Again,duplicate,\n"
+        b"e,Epsilon,fine,img/truncated.jpg\n"
+    ) + b"f,Bad \xff utf8,x,\n"
     (tmp_path / "items.csv").write_bytes(items)
     (tmp_path / "interactions.csv").write_text(
         "user_id,item_id,timestamp\n"
