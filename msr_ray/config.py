@@ -121,6 +121,8 @@ class ItemsConfig(_Strict):
     batch_size: items per ``map_batches`` batch (one batched generate call).
     min_actors, max_actors: autoscaling bounds of the actor pool.
     resources: per-actor resources.
+    max_items: summarize at most this many items in one run (None = all); a later run
+        resumes with the rest, and the stage is complete only when every item has a row.
     """
 
     mode: Literal["image", "fused", "text"] = "fused"
@@ -129,6 +131,7 @@ class ItemsConfig(_Strict):
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(2, ge=1)
     resources: Resources = Field(default_factory=Resources)
+    max_items: int | None = Field(None, gt=0)
 
 
 class UsersConfig(_Strict):

@@ -104,5 +104,9 @@ def run_pipeline(
             # A later stage cannot run on top of a stage that does not exist yet.
             missing.append(stage.command)
             continue
-        summaries.append(run_stage(stage.command, config, force=force, address=address))
+        summary = run_stage(stage.command, config, force=force, address=address)
+        summaries.append(summary)
+        if summary.get("complete") is False:
+            # Partial output (e.g. a max_items budget): later stages wait for the rest.
+            break
     return summaries, missing

@@ -31,14 +31,15 @@ class Funnel:
         )
 
 
-def dedupe(interactions: pa.Table) -> pa.Table:
-    """Keep the first of identical (user, item, timestamp) events, in input order."""
-    indexed = interactions.append_column("_row", pa.array(np.arange(interactions.num_rows)))
-    first = indexed.group_by(["user_id", "item_id", "timestamp"], use_threads=False).aggregate(
-        [("_row", "min")]
-    )
+EVENT_KEY = ("user_id", "item_id", "timestamp")
+
+
+def dedupe(table: pa.Table, keys: tuple[str, ...] = EVENT_KEY) -> pa.Table:
+    """Keep the first row of each ``keys`` value (default: identical events), in input order."""
+    indexed = table.append_column("_row", pa.array(np.arange(table.num_rows)))
+    first = indexed.group_by(list(keys), use_threads=False).aggregate([("_row", "min")])
     keep = np.sort(first["_row_min"].to_numpy())
-    return interactions.take(pa.array(keep))
+    return table.take(pa.array(keep))
 
 
 def kcore(interactions: pa.Table, min_user: int, min_item: int) -> pa.Table:

@@ -1,0 +1,176 @@
+"""Stage `summarize-items`: Ray Data maps the MLLM over an autoscaling actor pool.
+
+read_parquet(dataset/items) -> drop items already summarized (resume) -> map_batches
+(ItemSummarizer, ActorPoolStrategy) -> each finished batch appended durably to
+``_parts/item_summaries/`` -> once every item has a row, the parts become the sealed
+``item_summaries/`` table. A bad row (missing/corrupt image, empty text) gets ``error``
+set and the configured fallback; it never fails the job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from msr_ray.config import ItemsConfig, ModelSpec, PipelineConfig
+from msr_ray.data.images import ImageError, item_image
+from msr_ray.data.preprocess import dedupe
+from msr_ray.models import prompts
+from msr_ray.models.generation import ChatRequest
+from msr_ray.rundir import RunDir
+
+STAGE = "item_summaries"
+SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("summary", pa.string()),
+        ("error", pa.string()),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class ItemPlan:
+    """What to ask the MLLM for one item: a request (or none) and the error, if any."""
+
+    request: ChatRequest | None
+    error: str | None
+
+
+def plan_item(
+    row: dict[str, Any], mode: str, on_error: str, domain: str, max_image_side: int
+) -> ItemPlan:
+    """Build the request for one item row; a bad image or text becomes an error + fallback."""
+    title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
+    error = None
+    if mode != "text":
+        try:
+            image = item_image(
+                row.get("image_paths") or [], row.get("image_bytes") or [], max_image_side
+            )
+        except ImageError as exc:
+            error = f"{exc.reason}: {exc}"
+        else:
+            messages = (
+                prompts.item_image_prompt(domain)
+                if mode == "image"
+                else prompts.item_fused_prompt(domain, title, text)
+            )
+            return ItemPlan(ChatRequest(messages, [image]), None)
+        if on_error == "skip":
+            return ItemPlan(None, error)
+    if not title and not text:
+        return ItemPlan(None, error or "empty_text: item has neither title nor text")
+    return ItemPlan(ChatRequest(prompts.item_text_prompt(domain, title, text)), error)
+
+
+class ItemSummarizer:
+    """Ray Data callable class: loads the MLLM once per actor, summarizes a batch per call."""
+
+    def __init__(self, spec: ModelSpec, cfg: ItemsConfig, domain: str, max_image_side: int):
+        from msr_ray.models.loading import load_model
+
+        self.spec, self.cfg, self.domain, self.max_side = spec, cfg, domain, max_image_side
+        self.loaded = load_model(spec, "mllm")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from msr_ray.models.generation import generate
+
+        rows = batch.to_pylist()
+        plans = [
+            plan_item(r, self.cfg.mode, self.cfg.on_error, self.domain, self.max_side) for r in rows
+        ]
+        asked = [p.request for p in plans if p.request is not None]
+        answers = iter(generate(self.loaded, asked, self.spec))
+        out = []
+        for row, plan in zip(rows, plans, strict=True):
+            answer = next(answers) if plan.request is not None else None
+            out.append(
+                {
+                    "item_id": row["item_id"],
+                    "summary": answer.text if answer else "",
+                    "error": plan.error,
+                    "model": self.spec.name,
+                    "prompt_version": prompts.PROMPT_VERSION,
+                    "prompt_tokens": answer.prompt_tokens if answer else 0,
+                    "generated_tokens": answer.generated_tokens if answer else 0,
+                }
+            )
+        return pa.Table.from_pylist(out, schema=SCHEMA)
+
+
+def _unique(parts: pa.Table | None) -> pa.Table:
+    """One row per item (the first written: a retried batch may have written it twice)."""
+    return SCHEMA.empty_table() if parts is None else dedupe(parts, ("item_id",))
+
+
+def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+    """Summarize every item not yet summarized; seal the table once all are done."""
+    import ray.data
+    from tqdm import tqdm
+
+    cfg = config.items
+    items = ray.data.read_parquet(run.path("dataset", "items.parquet"), filesystem=run.fs)
+    total = items.count()
+    done_set = set(_unique(run.read_parts(STAGE))["item_id"].to_pylist())
+    todo = items
+    if done_set:
+        todo = items.filter(lambda row: row["item_id"] not in done_set)
+    if cfg.max_items is not None:
+        todo = todo.limit(cfg.max_items)
+    # Blocks of one batch each, so that every actor of the pool gets work.
+    todo = todo.repartition(target_num_rows_per_block=cfg.batch_size)
+    summaries = todo.map_batches(
+        ItemSummarizer,
+        fn_constructor_kwargs={
+            "spec": config.mllm,
+            "cfg": cfg,
+            "domain": config.domain,
+            "max_image_side": config.prepare.max_image_side,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        num_cpus=cfg.resources.num_cpus,
+        num_gpus=cfg.resources.num_gpus,
+    )
+    start = time.perf_counter()
+    written = generated_tokens = 0
+    errors: Counter[str] = Counter()
+    with tqdm(total=total - len(done_set), desc="summarize-items", unit="item") as bar:
+        for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
+            run.append_part(batch, STAGE)
+            written += batch.num_rows
+            generated_tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
+            errors.update(e.split(":", 1)[0] for e in batch["error"].to_pylist() if e)
+            bar.update(batch.num_rows)
+    seconds = time.perf_counter() - start
+    table = _unique(run.read_parts(STAGE))
+    complete = table.num_rows >= total
+    summary = {
+        "items": total,
+        "summarized_now": written,
+        "skipped_already_done": len(done_set),
+        "failed_now": sum(errors.values()),
+        "failures_by_reason": dict(errors),
+        "remaining": total - table.num_rows,
+        "complete": complete,
+        "items_per_s": round(written / seconds, 3) if seconds else None,
+        "generated_tokens_per_s": round(generated_tokens / seconds, 3) if seconds else None,
+        "mode": cfg.mode,
+        "model": config.mllm.name,
+    }
+    if complete:
+        with run.stage_output(STAGE) as out:
+            out.write_table(table.sort_by("item_id"), "summaries.parquet")
+            out.metadata.update(summary)
+    return summary

@@ -1,0 +1,89 @@
+from msr_ray.config import ItemsConfig
+from msr_ray.models import prompts
+from msr_ray.pipeline import run_stage
+from msr_ray.rundir import RunDir
+from msr_ray.stages.items import plan_item
+from tests.stages.conftest import tiny_config, write_items
+
+
+def _summaries(run_dir):
+    return RunDir(str(run_dir)).read_table("item_summaries").sort_by("item_id")
+
+
+def test_every_item_summarized_and_resume_equals_clean_run(tmp_path, ray_session):
+    clean = tiny_config(tmp_path / "clean", "items.max_actors=2", "items.min_actors=2")
+    run_stage("prepare", clean)
+    first = run_stage("summarize-items", clean)
+    assert first["complete"] and first["summarized_now"] == first["items"] > 0
+    table = _summaries(tmp_path / "clean")
+    items = RunDir(str(tmp_path / "clean")).read_table("dataset", "items.parquet")
+    assert sorted(table["item_id"].to_pylist()) == sorted(items["item_id"].to_pylist())
+    # A random tiny model may emit only special tokens; every item was still generated for.
+    assert all(n > 0 for n in table["generated_tokens"].to_pylist())
+    assert table["error"].null_count == table.num_rows
+    assert set(table["prompt_version"].to_pylist()) == {prompts.PROMPT_VERSION}
+    assert run_stage("summarize-items", clean)["skipped"] is True
+
+    interrupted = tiny_config(tmp_path / "resumed", "items.max_items=5")
+    run_stage("prepare", interrupted)
+    partial = run_stage("summarize-items", interrupted)
+    assert partial["complete"] is False and partial["summarized_now"] == 5
+    assert not RunDir(str(tmp_path / "resumed")).is_complete("item_summaries")
+    resumed = run_stage("summarize-items", tiny_config(tmp_path / "resumed"))
+    assert resumed["skipped_already_done"] == 5
+    assert resumed["summarized_now"] == first["items"] - 5 and resumed["complete"]
+    assert _summaries(tmp_path / "resumed").equals(table)
+
+
+def test_bad_images_are_recorded_with_fallback(tmp_path, ray_session, png):
+    rows = [
+        {"item_id": "good", "title": "Good", "image_bytes": [png]},
+        {"item_id": "missing", "title": "Missing", "image_paths": [str(tmp_path / "no.jpg")]},
+        {"item_id": "corrupt", "title": "Corrupt", "image_bytes": [b"junk"]},
+        {"item_id": "noimage", "title": "No image"},
+    ]
+    for on_error, run_dir in (("text-only", "fallback"), ("skip", "skip")):
+        config = tiny_config(tmp_path / run_dir, f"items.on_error={on_error}")
+        write_items(RunDir(config.run_dir), rows)
+        summary = run_stage("summarize-items", config)
+        assert summary["failed_now"] == 3
+        assert summary["failures_by_reason"] == {
+            "missing_image": 1,
+            "corrupt_image": 1,
+            "no_image": 1,
+        }
+        table = {r["item_id"]: r for r in _summaries(config.run_dir).to_pylist()}
+        assert table["good"]["error"] is None and table["good"]["generated_tokens"] > 0
+        assert table["missing"]["error"].startswith("missing_image")
+        assert table["corrupt"]["error"].startswith("corrupt_image")
+        has_text = on_error == "text-only"
+        for item in ("missing", "corrupt", "noimage"):
+            assert (table[item]["generated_tokens"] > 0) == has_text
+
+
+def test_each_mode_builds_its_prompt(png):
+    row = {
+        "item_id": "x",
+        "title": "Heat",
+        "text": "A heist.",
+        "image_paths": [],
+        "image_bytes": [png, png],
+    }
+
+    def plan(mode, on_error="text-only", r=row):
+        return plan_item(r, mode, on_error, "movie", 64)
+
+    image = plan("image")
+    assert image.request.messages == prompts.item_image_prompt("movie")
+    assert image.request.images[0].size == (64, 32)  # two images merged into one grid
+    fused = plan("fused")
+    assert fused.request.messages == prompts.item_fused_prompt("movie", "Heat", "A heist.")
+    text = plan("text")
+    assert text.request.messages == prompts.item_text_prompt("movie", "Heat", "A heist.")
+    assert text.request.images == [] and text.error is None
+    broken = {**row, "image_bytes": [b"junk"]}
+    assert plan("fused", r=broken).request.messages == text.request.messages
+    assert plan("fused", "skip", broken).request is None
+    empty = plan("text", r={**row, "title": "", "text": ""})
+    assert empty.request is None and empty.error.startswith("empty_text")
+    assert ItemsConfig().mode == "fused"
