@@ -38,3 +38,48 @@ def png():
     from PIL import Image
 
     return encode_png(Image.new("RGB", (32, 32), (200, 30, 30)))
+
+
+def write_dataset(run: RunDir, histories: dict[str, list[str]], items: dict[str, str]) -> None:
+    """A dataset whose train histories are ``histories`` (+ a valid and a test item each),
+    and complete item summaries for ``items`` (item_id -> summary)."""
+    import pyarrow as pa
+
+    from msr_ray.data.schemas import SEQUENCES
+    from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
+
+    item_rows = [
+        {"item_id": i, "title": f"Title {i}", "text": "", "image_paths": [], "image_bytes": []}
+        for i in items
+    ]
+    seq = []
+    for user, history in histories.items():
+        full = [*history, "held-valid", "held-test"]
+        splits = ["train"] * len(history) + ["valid", "test"]
+        for pos, (item, split) in enumerate(zip(full, splits, strict=True)):
+            seq.append(
+                {
+                    "user_id": user,
+                    "item_id": item,
+                    "timestamp": pos,
+                    "position": pos,
+                    "split": split,
+                }
+            )
+    with run.stage_output("dataset") as out:
+        out.write_table(pa.Table.from_pylist(item_rows, schema=ITEMS), "items.parquet")
+        out.write_table(pa.Table.from_pylist(seq, schema=SEQUENCES), "sequences.parquet")
+    summaries = [
+        {
+            "item_id": i,
+            "summary": s,
+            "error": None,
+            "model": "t",
+            "prompt_version": "v",
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+        }
+        for i, s in items.items()
+    ]
+    with run.stage_output("item_summaries") as out:
+        out.write_table(pa.Table.from_pylist(summaries, schema=ITEM_SUMMARIES))

@@ -1,0 +1,124 @@
+"""Users/s of lockstep batched shards vs per-user sequential generate calls.
+
+Same embedded LLM, the same 100 MovieLens-1M users with 9-item histories (3 blocks of 3),
+item descriptions from the genres; one run:
+
+    .venv/bin/python bench/users.py [--dataset ../shared/datasets/movielens-1m] [--users 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from msr_ray.cluster import init_ray
+from msr_ray.config import load_config
+from msr_ray.data.schemas import SEQUENCES
+from msr_ray.pipeline import run_stage
+from msr_ray.rundir import RunDir
+from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
+from msr_ray.stages.prepare import run as prepare
+from msr_ray.stages.users import UserShard
+
+HISTORY = 9
+
+
+def _write_subset(source: RunDir, target: RunDir, users: int) -> int:
+    items, sequences = (
+        source.read_table("dataset", f) for f in ("items.parquet", "sequences.parquet")
+    )
+    chosen = sorted(set(sequences["user_id"].to_pylist()), key=int)[:users]
+    seq = sequences.filter(pc.is_in(sequences["user_id"], value_set=pa.array(chosen)))
+    rows = []
+    for user in chosen:
+        mine = [r for r in seq.filter(pc.equal(seq["user_id"], user)).to_pylist()]
+        for pos, row in enumerate(mine[:HISTORY] + mine[-2:]):
+            split = "train" if pos < HISTORY else ("valid" if pos == HISTORY else "test")
+            rows.append({**row, "position": pos, "split": split})
+    summaries = [
+        {
+            "item_id": r["item_id"],
+            "summary": f"A movie. {r['text']}",
+            "error": None,
+            "model": "genres",
+            "prompt_version": "bench",
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+        }
+        for r in items.select(["item_id", "text"]).to_pylist()
+    ]
+    with target.stage_output("dataset") as out:
+        out.write_table(items, "items.parquet")
+        out.write_table(pa.Table.from_pylist(rows, schema=SEQUENCES), "sequences.parquet")
+    with target.stage_output("item_summaries") as out:
+        out.write_table(pa.Table.from_pylist(summaries, schema=ITEM_SUMMARIES))
+    return len(chosen)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="../shared/datasets/movielens-1m")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    base = tempfile.mkdtemp(prefix="msr-bench-users-")
+    common = [
+        f"llm.max_new_tokens={args.max_new_tokens}",
+        "domain=movie",
+        "prepare.source=movielens",
+        f"prepare.path={args.dataset}",
+    ]
+    source = load_config(None, [f"run_dir={base}/source", *common])
+    prepare(source, RunDir(source.run_dir))
+    sequential = load_config(
+        None,
+        [f"run_dir={base}/sequential", *common, "users.num_shards=1", "users.max_batch_size=1"],
+    )
+    lockstep = load_config(
+        None,
+        [
+            f"run_dir={base}/lockstep",
+            *common,
+            f"users.num_shards={args.shards}",
+            f"users.max_batch_size={args.max_batch_size}",
+        ],
+    )
+    n = _write_subset(RunDir(source.run_dir), RunDir(sequential.run_dir), args.users)
+    _write_subset(RunDir(source.run_dir), RunDir(lockstep.run_dir), args.users)
+
+    shard = UserShard(0, 1, sequential)
+    start = time.perf_counter()
+    calls, pending = 0, True
+    while pending:
+        result = shard.step()
+        calls, pending = calls + result["generate_calls"], result["pending"]
+    sequential_s = time.perf_counter() - start
+    del shard
+
+    init_ray(num_cpus=2)
+    start = time.perf_counter()
+    summary = run_stage("summarize-users", lockstep)
+    lockstep_s = time.perf_counter() - start
+
+    print(f"users={n} history={HISTORY} block_size=3 max_new_tokens={args.max_new_tokens}")
+    print(
+        f"sequential (1 process, one generate call per user block, {calls} calls): "
+        f"{n / sequential_s:.3f} users/s ({sequential_s:.1f}s)"
+    )
+    print(
+        f"lockstep ({args.shards} shards, {summary['generate_calls']} calls, mean batch "
+        f"{summary['mean_batch_size']}): {n / lockstep_s:.3f} users/s ({lockstep_s:.1f}s incl. "
+        "shard start-up)"
+    )
+    print(f"ratio: {(n / lockstep_s) / (n / sequential_s):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
