@@ -181,6 +181,10 @@ class TrainConfig(_Strict):
     epochs, micro_batch_size, gradient_accumulation_steps, max_grad_norm: loop settings.
     max_length: longest prompt+answer in tokens.
     max_failures: worker failures Ray Train recovers from (restart from checkpoint).
+    max_valid_groups: validation candidate lists scored for the per-epoch AUC.
+    fail_once_at_epoch: fault-injection switch for tests and drills: the last worker
+        raises once at the start of this epoch (a marker in the run directory makes it
+        once), so training must restart from the checkpoint. None = off.
     seed: shuffling and initialisation seed.
     """
 
@@ -202,6 +206,8 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(512, gt=0)
     max_failures: int = Field(1, ge=0)
+    max_valid_groups: int = Field(50, ge=0)
+    fail_once_at_epoch: int | None = Field(None, ge=0)
     seed: int = 0
 
 

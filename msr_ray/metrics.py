@@ -1,0 +1,84 @@
+"""Ranking metrics per user (one positive against its negatives), averaged, with bootstrap CIs.
+
+Each group is one user's candidate list with exactly one positive. Per group:
+
+- AUC: the share of negatives scored below the positive, ties counting one half.
+- rank of the positive: 1 + negatives scored higher + negatives scored *equal*. Ties are
+  broken pessimistically (against the positive), so a constant scorer gets the worst rank,
+  never a lucky one.
+- HR@K = [rank <= K]; NDCG@K = 1 / log2(rank + 1) if rank <= K; MRR@K = 1 / rank if
+  rank <= K. A K larger than the list counts every positive as within K.
+
+Means are over groups; the 95% interval is a percentile bootstrap over groups (seeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+def group_metrics(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Metrics of one candidate list (exactly one label 1)."""
+    if int(labels.sum()) != 1:
+        raise ValueError(f"a candidate list needs exactly one positive, got {int(labels.sum())}")
+    positive = scores[labels == 1][0]
+    negatives = scores[labels == 0]
+    higher = int((negatives > positive).sum())
+    equal = int((negatives == positive).sum())
+    rank = 1 + higher + equal
+    out = {
+        "auc": (len(negatives) - higher - 0.5 * equal) / len(negatives) if len(negatives) else 1.0
+    }
+    for k in ks:
+        hit = rank <= k
+        out[f"hr@{k}"] = float(hit)
+        out[f"ndcg@{k}"] = 1.0 / np.log2(rank + 1) if hit else 0.0
+        out[f"mrr@{k}"] = 1.0 / rank if hit else 0.0
+    return out
+
+
+def per_group(table: pa.Table, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Metric arrays over the groups of a table with columns group, label, score."""
+    groups = np.asarray(table["group"].to_pylist(), dtype=object)
+    labels = np.asarray(table["label"].to_pylist(), dtype=np.int64)
+    scores = np.asarray(table["score"].to_pylist(), dtype=np.float64)
+    order = np.argsort(groups, kind="stable")
+    groups, labels, scores = groups[order], labels[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else []
+    ends = np.r_[starts[1:], len(groups)] if len(groups) else []
+    rows = [group_metrics(scores[a:b], labels[a:b], ks) for a, b in zip(starts, ends, strict=True)]
+    names = list(rows[0]) if rows else ["auc"]
+    return {name: np.array([r[name] for r in rows]) for name in names}
+
+
+def summarize(
+    values: dict[str, np.ndarray], bootstrap_samples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Mean and 95% percentile-bootstrap interval of each metric (resampling groups)."""
+    n = len(next(iter(values.values())))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(bootstrap_samples, n)) if n and bootstrap_samples else None
+    out = {}
+    for name, array in values.items():
+        mean = float(array.mean()) if n else float("nan")
+        low = high = mean
+        if draws is not None:
+            means = array[draws].mean(axis=1)
+            low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+        out[name] = {"mean": mean, "ci_low": low, "ci_high": high}
+    return out
+
+
+def evaluate_scores(
+    table: pa.Table, ks: Sequence[int] = (1, 5, 10), bootstrap_samples: int = 1000, seed: int = 0
+) -> dict:
+    """Metrics of every split in a scores table (columns split, group, label, score)."""
+    result = {}
+    for split in sorted(set(table["split"].to_pylist())):
+        part = table.filter(pa.compute.equal(table["split"], split))
+        values = per_group(part, ks)
+        result[split] = {"groups": len(values["auc"]), **summarize(values, bootstrap_samples, seed)}
+    return result

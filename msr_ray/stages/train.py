@@ -1,0 +1,318 @@
+"""Stage `train`: LoRA SFT of the Yes/No recommender on Ray Train with DeepSpeed.
+
+Driver: join the samples with the items (title, image), shuffle (seeded), and start a
+``TorchTrainer`` (gloo on CPU, nccl on GPU) whose run lives under ``<run>/_ray_train``;
+rerunning after a crash restores the latest checkpoint (same storage path and name).
+Workers: load the MLLM, wrap it in PEFT LoRA (language-model linear layers; projector
+trainable by config), ``deepspeed.initialize`` with a ZeRO config built from the stage
+config and torch's AdamW, train on the answer tokens only, score validation AUC on rank
+0 each epoch, and report a checkpoint holding the PEFT adapter, the DeepSpeed state and
+the epoch. The sealed ``train/`` folder holds the final adapter in the standard layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from msr_ray.config import PipelineConfig, TrainConfig
+from msr_ray.rundir import RunDir
+
+STAGE = "train"
+ADAPTER = "adapter"
+DEEPSPEED_DIR = "deepspeed"
+STATE_FILE = "train_state.json"
+LANGUAGE_MODEL_LINEAR = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed config of a run: ZeRO stage, micro-batch, accumulation, clipping."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1_000_000,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lora_target(cfg: TrainConfig) -> str | list[str]:
+    """Module names LoRA adapts: the configured ones, else every language-model linear layer."""
+    if cfg.lora_target_modules:
+        return cfg.lora_target_modules
+    return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
+
+
+def candidate_rows(run: RunDir, splits: tuple[str, ...]) -> pa.Table:
+    """Samples of the given splits joined with their items' title and images."""
+    samples = run.read_table("samples")
+    samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
+    items = run.read_table("dataset", "items.parquet").select(
+        ["item_id", "title", "image_paths", "image_bytes"]
+    )
+    position = {item: n for n, item in enumerate(items["item_id"].to_pylist())}
+    missing = [i for i in set(samples["item_id"].to_pylist()) if i not in position]
+    if missing:
+        raise RuntimeError(f"samples name items missing from the dataset: {missing[:5]}")
+    rows = pa.array([position[i] for i in samples["item_id"].to_pylist()], pa.int64())
+    joined = items.drop_columns(["item_id"]).take(rows)
+    for name in joined.column_names:
+        samples = samples.append_column(name, joined[name])
+    return samples
+
+
+def requests_for(rows: list[dict], domain: str, max_image_side: int):
+    """Recommender chat requests for candidate rows (text-only when the image is unusable)."""
+    from msr_ray.data.images import ImageError, item_image
+    from msr_ray.models import prompts
+    from msr_ray.models.generation import ChatRequest
+
+    requests = []
+    for row in rows:
+        messages = prompts.recommend_prompt(domain, row["summary"], row["title"] or "")
+        try:
+            image = item_image(row["image_paths"] or [], row["image_bytes"] or [], max_image_side)
+        except ImageError:
+            requests.append(ChatRequest(prompts.strip_images(messages)))
+        else:
+            requests.append(ChatRequest(messages, [image]))
+    return requests
+
+
+def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    import torch
+
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _validation_auc(loaded, rows: list[dict], config: PipelineConfig) -> float | None:
+    from msr_ray.metrics import per_group
+    from msr_ray.models.scoring import score_yes_no
+
+    if not rows:
+        return None
+    scores = []
+    batch = config.evaluate.batch_size
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        scores += score_yes_no(
+            loaded, requests_for(chunk, config.domain, config.prepare.max_image_side)
+        )
+    table = pa.table(
+        {"group": [r["group"] for r in rows], "label": [r["label"] for r in rows], "score": scores}
+    )
+    return float(per_group(table, [1])["auc"].mean())
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: LoRA + DeepSpeed SFT with per-epoch validation and checkpoints."""
+    import deepspeed
+    import ray.train
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from msr_ray.models.loading import load_model
+    from msr_ray.models.scoring import sft_batch
+
+    config = PipelineConfig.model_validate(loop_config["pipeline"])
+    cfg = config.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+    spec = config.mllm.model_copy(update={"device": str(device)})
+    loaded = load_model(spec, "mllm")
+    bf16 = loaded.dtype == torch.bfloat16
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target(cfg),
+        modules_to_save=["multi_modal_projector"] if cfg.train_projector else None,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(loaded.model, lora)
+    loaded.model = model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = loop_config["optimizer_steps_per_epoch"]
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, bf16),
+    )
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            engine.load_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
+            with open(os.path.join(folder, STATE_FILE)) as f:
+                start_epoch = json.load(f)["epoch"] + 1
+    run = RunDir(config.run_dir)
+    shard = ray.train.get_dataset_shard("train")
+    valid_rows = loop_config["valid_rows"] if rank == 0 else []
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.fail_once_at_epoch == epoch and rank == world - 1:
+            marker = run.path(f"_train_failure_injected_{epoch}")
+            if not run.exists(f"_train_failure_injected_{epoch}"):
+                run.write_text("injected", f"_train_failure_injected_{epoch}")
+                raise RuntimeError(f"injected worker failure at epoch {epoch} ({marker})")
+        engine.train()
+        log, samples, tokens, started = [], 0, 0, time.perf_counter()
+        for batch in shard.iter_batches(
+            batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
+        ):
+            rows = batch.to_pylist()
+            requests = requests_for(rows, config.domain, config.prepare.max_image_side)
+            inputs = sft_batch(loaded, requests, [bool(r["label"]) for r in rows], cfg.max_length)
+            loss = engine(**inputs).loss
+            engine.backward(loss)
+            engine.step()
+            samples += len(rows)
+            tokens += int(inputs["attention_mask"].sum())
+            elapsed = time.perf_counter() - started
+            log.append(
+                {
+                    "epoch": epoch,
+                    "step": len(log),
+                    "rank": rank,
+                    "loss": float(loss),
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": samples / elapsed,
+                    "tokens_per_s": tokens / elapsed,
+                }
+            )
+        run.write_text(
+            "".join(json.dumps(r) + "\n" for r in log),
+            "train_logs",
+            f"epoch-{epoch:03d}-rank-{rank}.jsonl",
+        )
+        engine.eval()
+        valid_auc = _validation_auc(loaded, valid_rows, config) if rank == 0 else None
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(np.mean([r["loss"] for r in log])) if log else None,
+            "valid_auc": valid_auc,
+            "samples": samples,
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            engine.save_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
+            if rank == 0:
+                model.save_pretrained(os.path.join(folder, ADAPTER))
+                with open(os.path.join(folder, STATE_FILE), "w") as f:
+                    json.dump(metrics, f)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+    """Fine-tune on the training samples; seal ``train/`` with the final adapter."""
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not run.is_complete("samples"):
+        raise RuntimeError("no complete samples: run `msr-ray build-samples` first")
+    cfg = config.train
+    train = candidate_rows(run, ("train",))
+    order = np.random.default_rng(cfg.seed).permutation(train.num_rows)
+    # Every worker must take the same number of steps: keep a multiple of the global batch.
+    global_batch = cfg.num_workers * cfg.micro_batch_size
+    usable = (train.num_rows // global_batch) * global_batch
+    if usable == 0:
+        raise RuntimeError(
+            f"{train.num_rows} training rows: fewer than one global batch of {global_batch}"
+        )
+    train = train.take(pa.array(order[:usable]))
+    valid = candidate_rows(run, ("valid",))
+    groups = sorted(set(valid["group"].to_pylist()))[: cfg.max_valid_groups]
+    valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups, pa.string())))
+    micro_steps = usable // global_batch
+    resources = {"CPU": config.train.resources.num_cpus}
+    if cfg.use_gpu:
+        resources["GPU"] = max(1.0, config.train.resources.num_gpus)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "pipeline": config.model_dump(mode="json"),
+            "optimizer_steps_per_epoch": max(1, micro_steps // cfg.gradient_accumulation_steps),
+            "valid_rows": valid.to_pylist(),
+        },
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name="train",
+            storage_path=run.path("_ray_train")
+            if "://" not in run.uri
+            else f"{run.uri.rstrip('/')}/_ray_train",
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": ray.data.from_arrow(train)},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint: {result.error}")
+    summary = {
+        "train_rows": usable,
+        "train_rows_dropped": candidate_rows(run, ("train",)).num_rows - usable,
+        "valid_groups": len(groups),
+        "epochs": cfg.epochs,
+        "num_workers": cfg.num_workers,
+        "zero_stage": cfg.zero_stage,
+        "final": result.metrics,
+    }
+    with run.stage_output(STAGE) as out, result.checkpoint.as_directory() as folder:
+        out.fs.create_dir(f"{out.path}/{ADAPTER}")
+        for name in os.listdir(os.path.join(folder, ADAPTER)):
+            with open(os.path.join(folder, ADAPTER, name), "rb") as src:
+                with out.fs.open_output_stream(f"{out.path}/{ADAPTER}/{name}") as dst:
+                    dst.write(src.read())
+        out.metadata.update(summary)
+    return summary
+
+
+def adapter_dir(run: RunDir) -> str:
+    """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
+    if not run.is_complete(STAGE):
+        raise RuntimeError("no trained adapter: run `msr-ray train` first")
+    if isinstance(run.fs, pafs.LocalFileSystem):
+        return run.path(STAGE, ADAPTER)
+    local = tempfile.mkdtemp(prefix="msr-ray-adapter-")
+    pafs.copy_files(
+        run.path(STAGE, ADAPTER),
+        local,
+        source_filesystem=run.fs,
+        destination_filesystem=pafs.LocalFileSystem(),
+    )
+    return local
