@@ -6,13 +6,16 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 from msr_ray.config import ConfigError, PipelineConfig, load_config
+from msr_ray.metrics import format_table
 from msr_ray.pipeline import StageNotAvailable, run_pipeline, run_stage
+from msr_ray.rundir import RunDir
 
-DEMO_RUN_DIR = "runs/demo"
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def _common_options(func):
@@ -159,7 +162,10 @@ def _run_all(config: PipelineConfig, force: bool, address: str | None) -> None:
         _print_summary(summary)
     if missing:
         click.echo(f"Not implemented yet, not run: {', '.join(missing)}")
-    click.echo(f"Run directory: {config.run_dir}")
+    run = RunDir(config.run_dir)
+    if run.is_complete("eval"):
+        click.echo(format_table(run.read_json("eval", "metrics.json")))
+    click.echo(f"Run directory: {run.root}")
 
 
 @main.command()
@@ -175,8 +181,9 @@ def demo(config_path, overrides, run_dir, force, address):
     """Run the pipeline on the embedded synthetic dataset with the embedded models.
 
     Needs no downloads and no data outside the package; writes runs/demo/ by default.
+    The base config is msr_ray/configs/demo.yaml (--config replaces it, --set adjusts it).
     """
-    config = _load(config_path, overrides, run_dir or DEMO_RUN_DIR, ["prepare.source=synthetic"])
+    config = _load(config_path or str(DEMO_CONFIG), overrides, run_dir)
     _run_all(config, force, address)
 
 

@@ -219,6 +219,7 @@ class EvaluateConfig(_Strict):
     resources: per-actor resources.
     ks: cut-offs for HR@K, NDCG@K, MRR@K.
     bootstrap_samples: resamples for the 95% confidence intervals.
+    splits: which candidate lists to score (valid and/or test).
     """
 
     batch_size: int = Field(8, gt=0)
@@ -226,6 +227,7 @@ class EvaluateConfig(_Strict):
     resources: Resources = Field(default_factory=Resources)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
     bootstrap_samples: int = Field(1000, ge=0)
+    splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"])
 
 
 class PipelineConfig(_Strict):

@@ -31,12 +31,14 @@ def test_perfect_and_errors():
 
 
 def test_table_means_and_bootstrap():
-    table = pa.table({
-        "split": ["test"] * 6,
-        "group": ["a", "a", "a", "b", "b", "b"],
-        "label": [1, 0, 0, 0, 1, 0],
-        "score": [0.9, 0.1, 0.2, 0.9, 0.1, 0.2],
-    })
+    table = pa.table(
+        {
+            "split": ["test"] * 6,
+            "group": ["a", "a", "a", "b", "b", "b"],
+            "label": [1, 0, 0, 0, 1, 0],
+            "score": [0.9, 0.1, 0.2, 0.9, 0.1, 0.2],
+        }
+    )
     result = evaluate_scores(table, ks=[1], bootstrap_samples=200, seed=1)["test"]
     assert result["groups"] == 2
     assert result["auc"]["mean"] == 0.5 and result["hr@1"]["mean"] == 0.5

@@ -1,6 +1,6 @@
 """Stage `summarize-items`: Ray Data maps the MLLM over an autoscaling actor pool.
 
-read_parquet(dataset/items) -> drop items already summarized (resume) -> map_batches
+dataset/items -> drop items already summarized (resume) -> blocks of one batch -> map_batches
 (ItemSummarizer, ActorPoolStrategy) -> each finished batch appended durably to
 ``_parts/item_summaries/`` -> once every item has a row, the parts become the sealed
 ``item_summaries/`` table. A bad row (missing/corrupt image, empty text) gets ``error``
@@ -23,6 +23,7 @@ from msr_ray.data.preprocess import dedupe
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest
 from msr_ray.rundir import RunDir
+from msr_ray.stages.datasets import dataset_in_blocks
 
 STAGE = "item_summaries"
 SCHEMA = pa.schema(
@@ -119,17 +120,13 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config.items
-    items = ray.data.read_parquet(run.path("dataset", "items.parquet"), filesystem=run.fs)
-    total = items.count()
-    done_set = set(_unique(run.read_parts(STAGE))["item_id"].to_pylist())
-    todo = items
-    if done_set:
-        todo = items.filter(lambda row: row["item_id"] not in done_set)
+    items = run.read_table("dataset", "items.parquet")
+    total = items.num_rows
+    done = _unique(run.read_parts(STAGE))["item_id"]
+    todo = items.filter(pc.invert(pc.is_in(items["item_id"], value_set=done)))
     if cfg.max_items is not None:
-        todo = todo.limit(cfg.max_items)
-    # Blocks of one batch each, so that every actor of the pool gets work.
-    todo = todo.repartition(target_num_rows_per_block=cfg.batch_size)
-    summaries = todo.map_batches(
+        todo = todo.slice(0, cfg.max_items)
+    summaries = dataset_in_blocks(todo, cfg.batch_size).map_batches(
         ItemSummarizer,
         fn_constructor_kwargs={
             "spec": config.mllm,
@@ -146,7 +143,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     start = time.perf_counter()
     written = generated_tokens = 0
     errors: Counter[str] = Counter()
-    with tqdm(total=total - len(done_set), desc="summarize-items", unit="item") as bar:
+    with tqdm(total=todo.num_rows, desc="summarize-items", unit="item") as bar:
         for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
             run.append_part(batch, STAGE)
             written += batch.num_rows
@@ -159,7 +156,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     summary = {
         "items": total,
         "summarized_now": written,
-        "skipped_already_done": len(done_set),
+        "skipped_already_done": len(done),
         "failed_now": sum(errors.values()),
         "failures_by_reason": dict(errors),
         "remaining": total - table.num_rows,

@@ -1,0 +1,68 @@
+import pyarrow as pa
+
+from msr_ray.data.schemas import SEQUENCES
+from msr_ray.stages.samples import build_samples
+from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
+
+
+def _sequences(users: dict[str, list[str]]) -> pa.Table:
+    rows = []
+    for user, items in users.items():
+        for pos, item in enumerate(items):
+            split = (
+                "test" if pos == len(items) - 1 else "valid" if pos == len(items) - 2 else "train"
+            )
+            rows.append(
+                {
+                    "user_id": user,
+                    "item_id": item,
+                    "timestamp": pos,
+                    "position": pos,
+                    "split": split,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=SEQUENCES)
+
+
+def _summaries(rows: list[tuple[str, int, str]]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "user_id": u,
+                "step": s,
+                "summary": t,
+                "model": "m",
+                "prompt_version": "v",
+                "mode": "recurrent",
+                "block_size": 3,
+                "prompt_tokens": 0,
+                "generated_tokens": 0,
+            }
+            for u, s, t in rows
+        ],
+        schema=USER_SUMMARIES,
+    )
+
+
+def test_pairs_at_block_boundaries_and_candidate_lists():
+    pool = [f"i{n}" for n in range(40)]
+    history = ["i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8"]  # 7 train, valid i7, test i8
+    sequences = _sequences({"u": history, "lost": ["i1", "i2", "i3", "i4"]})
+    summaries = _summaries([("u", 3, "S3"), ("u", 6, "S6"), ("u", 7, "S7")])
+    table, skipped = build_samples(sequences, summaries, pool, 1, 20, seed=5)
+    assert skipped == {"no_user_summary": 1}
+    rows = table.to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    positives = [(r["step"], r["item_id"], r["summary"]) for r in train if r["label"] == 1]
+    assert positives == [(3, "i3", "S3"), (6, "i6", "S6")]  # step 7 has no next train item
+    assert len(train) == 4
+    for split, target in (("valid", "i7"), ("test", "i8")):
+        group = [r for r in rows if r["split"] == split]
+        assert len(group) == 21 and {r["summary"] for r in group} == {"S7"}
+        assert [r["item_id"] for r in group if r["label"] == 1] == [target]
+    negatives = {r["item_id"] for r in rows if r["label"] == 0}
+    assert not negatives & set(history)
+    again, _ = build_samples(sequences, summaries, list(reversed(pool)), 1, 20, seed=5)
+    assert again.equals(table)
+    other, _ = build_samples(sequences, summaries, pool, 1, 20, seed=6)
+    assert not other.equals(table)
