@@ -203,6 +203,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 {
                     "epoch": epoch,
                     "step": len(log),
+                    "resumed_at_epoch": start_epoch,
                     "rank": rank,
                     "loss": float(loss),
                     "lr": scheduler.get_last_lr()[0],
