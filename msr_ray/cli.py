@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from msr_ray.config import ConfigError, PipelineConfig, load_config
+from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import StageNotAvailable, run_pipeline, run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.rundir import MissingStageOutput, RunDir
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
@@ -73,7 +74,7 @@ def _print_summary(summary: dict) -> None:
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     try:
         summary = run_stage(command, config, force=force, address=address)
-    except StageNotAvailable as exc:
+    except (StageNotAvailable, MissingStageOutput, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
 
@@ -157,7 +158,10 @@ _stage_command(
 
 
 def _run_all(config: PipelineConfig, force: bool, address: str | None) -> None:
-    summaries, missing = run_pipeline(config, force=force, address=address)
+    try:
+        summaries, missing = run_pipeline(config, force=force, address=address)
+    except (MissingStageOutput, DataError) as exc:
+        raise click.ClickException(str(exc)) from None
     for summary in summaries:
         _print_summary(summary)
     if missing:

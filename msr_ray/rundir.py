@@ -25,6 +25,10 @@ import pyarrow.parquet as pq
 COMPLETE_MARKER = "_COMPLETE.json"
 
 
+class MissingStageOutput(RuntimeError):
+    """A stage needs another stage's complete output, and it is not there."""
+
+
 @dataclass
 class StageOutput:
     """A stage's output folder while it is being written (not yet complete)."""
@@ -62,6 +66,13 @@ class RunDir:
     def is_complete(self, stage: str) -> bool:
         """True when the stage's output folder exists and is sealed."""
         return self.exists(stage, COMPLETE_MARKER)
+
+    def require(self, stage: str, command: str) -> None:
+        """Raise MissingStageOutput unless ``stage`` is complete (``command`` makes it)."""
+        if not self.is_complete(stage):
+            raise MissingStageOutput(
+                f"no complete {stage}/ in {self.root}: run `msr-ray {command}` first"
+            )
 
     def completion(self, stage: str) -> dict[str, Any]:
         """The metadata a complete stage was sealed with."""

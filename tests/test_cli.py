@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from msr_ray.cli import main
-from msr_ray.pipeline import STAGES, is_available
+from msr_ray.pipeline import STAGES, StageInfo, StageNotAvailable, is_available, stage_module
 
 COMMANDS = [
     "prepare",
@@ -29,14 +29,18 @@ def test_every_stage_has_a_command():
     assert {s.command for s in STAGES} <= set(main.commands)
 
 
-def test_unimplemented_stage_exits_nonzero_with_one_line(tmp_path):
-    missing = [s for s in STAGES if not is_available(s)]
-    if not missing:
-        pytest.skip("every stage is implemented")
-    result = CliRunner().invoke(main, [missing[0].command, "--run-dir", str(tmp_path)])
+def test_every_stage_is_available_and_a_missing_one_is_named():
+    assert all(is_available(s) for s in STAGES)
+    ghost = StageInfo("ghost", "ghost", "msr_ray.stages.ghost", 99, False)
+    with pytest.raises(StageNotAvailable, match=r"'ghost' is not implemented yet .*#99"):
+        stage_module(ghost)
+
+
+def test_stage_error_is_one_line_without_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["summarize-users", "--run-dir", str(tmp_path)])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "not implemented yet" in lines[0]
+    assert len(lines) == 1 and "run `msr-ray prepare` first" in lines[0]
 
 
 def test_bad_config_is_one_clear_error(tmp_path):

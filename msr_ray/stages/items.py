@@ -120,6 +120,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config.items
+    run.require("dataset", "prepare")
     items = run.read_table("dataset", "items.parquet")
     total = items.num_rows
     done = _unique(run.read_parts(STAGE))["item_id"]

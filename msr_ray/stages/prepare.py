@@ -68,8 +68,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
 
 def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
     """The run's prepared items and sequences, checked against their schemas."""
-    if not run.is_complete("dataset"):
-        raise DataError(run.path("dataset"), "no complete dataset: run `msr-ray prepare` first")
+    run.require("dataset", "prepare")
     items = run.read_table("dataset", "items.parquet")
     sequences = run.read_table("dataset", "sequences.parquet")
     validate_table(items, ITEMS, run.path("dataset", "items.parquet"))

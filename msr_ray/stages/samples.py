@@ -98,8 +98,7 @@ def build_samples(
 
 def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Write ``samples/`` from the dataset and the user summaries."""
-    if not run.is_complete("user_summaries"):
-        raise RuntimeError("no complete user summaries: run `msr-ray summarize-users` first")
+    run.require("user_summaries", "summarize-users")
     items, sequences = read_dataset(run)
     summaries = run.read_table("user_summaries")
     cfg = config.samples

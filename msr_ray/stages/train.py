@@ -239,8 +239,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not run.is_complete("samples"):
-        raise RuntimeError("no complete samples: run `msr-ray build-samples` first")
+    run.require("samples", "build-samples")
     cfg = config.train
     train = candidate_rows(run, ("train",))
     order = np.random.default_rng(cfg.seed).permutation(train.num_rows)
@@ -305,8 +304,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
 
 def adapter_dir(run: RunDir) -> str:
     """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
-    if not run.is_complete(STAGE):
-        raise RuntimeError("no trained adapter: run `msr-ray train` first")
+    run.require(STAGE, "train")
     if isinstance(run.fs, pafs.LocalFileSystem):
         return run.path(STAGE, ADAPTER)
     local = tempfile.mkdtemp(prefix="msr-ray-adapter-")

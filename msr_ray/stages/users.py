@@ -202,8 +202,7 @@ class UserShard:
 def _catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
     """item_id -> (title, item summary); the item's own text stands in for an empty summary."""
     items = run.read_table("dataset", "items.parquet").select(["item_id", "title", "text"])
-    if not run.is_complete("item_summaries"):
-        raise RuntimeError("no complete item summaries: run `msr-ray summarize-items` first")
+    run.require("item_summaries", "summarize-items")
     summaries = run.read_table("item_summaries").select(["item_id", "summary"])
     described = dict(
         zip(summaries["item_id"].to_pylist(), summaries["summary"].to_pylist(), strict=True)
