@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/msr-ray demo
 
 test: $(STAMP)
-	$(BIN)/ruff check msr_ray tests bench
+	$(BIN)/ruff check msr_ray tests bench jobs
 	$(BIN)/python -m pytest
 
 install: $(STAMP)

@@ -174,6 +174,51 @@ def _run_all(config: PipelineConfig, force: bool, address: str | None) -> None:
 
 @main.command()
 @_common_options
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    type=click.Choice(["pop", "sasrec", "gru4rec"]),
+    help="Baseline to train and score (repeatable).",
+)
+def baseline(config_path, overrides, run_dir, force, address, models):
+    """Train a sequential baseline and score the samples' valid/test candidates.
+
+    Popularity, SASRec or GRU4Rec, trained on the train split, scored on exactly the
+    candidate lists the MLLM is scored on. Writes scores/<model>/ and
+    baselines/<model>/metrics.json.
+    """
+    from msr_ray.baselines.runner import run_baseline
+
+    config = _load(config_path, overrides, run_dir)
+    run = RunDir(config.run_dir)
+    results = {}
+    for model in models:
+        try:
+            summary = run_baseline(config, run, model)
+        except (MissingStageOutput, DataError) as exc:
+            raise click.ClickException(str(exc)) from None
+        results[summary["model"]] = summary["metrics"]
+    click.echo(format_table(results, split=config.evaluate.splits[-1]))
+
+
+@main.command()
+@_common_options
+@click.option("--max-users", default=6, show_default=True, help="User cards to show.")
+def report(config_path, overrides, run_dir, force, address, max_users):
+    """Render <run>/report/index.html: dataset, metrics with CIs, plots, user cards.
+
+    Sections appear for whatever the run holds; images are copied so it opens offline.
+    """
+    from msr_ray.report import build_report
+
+    config = _load(config_path, overrides, run_dir)
+    _print_summary(build_report(RunDir(config.run_dir), max_users))
+
+
+@main.command()
+@_common_options
 def pipeline(config_path, overrides, run_dir, force, address):
     """Run every stage in order from one config, skipping complete ones."""
     _run_all(_load(config_path, overrides, run_dir), force, address)

@@ -230,6 +230,26 @@ class EvaluateConfig(_Strict):
     splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"])
 
 
+class BaselineConfig(_Strict):
+    """`msr-ray baseline`: SASRec / GRU4Rec hyperparameters (Popularity has none).
+
+    hidden_size, num_layers, num_heads, dropout: model size (heads: SASRec only).
+    max_len: most recent items a model reads.
+    epochs, batch_size, learning_rate: Adam training on next-item cross-entropy.
+    seed: initialisation and shuffling seed.
+    """
+
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(2, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(50, gt=1)
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(128, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: where it writes, what it reads, which models, each stage.
 
@@ -251,6 +271,7 @@ class PipelineConfig(_Strict):
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -86,9 +86,11 @@ class RunDir:
 
         Yields a temporary folder; when the block exits normally the folder replaces
         ``<stage>/`` and is sealed. On an exception the temporary folder is removed
-        and any earlier complete output is left as it was.
+        and any earlier complete output is left as it was. ``stage`` may be nested
+        (``scores/sasrec``); the temporary folder is its sibling.
         """
-        tmp = self.path(f".{stage}.tmp-{uuid.uuid4().hex[:8]}")
+        parent, _, name = stage.rpartition("/")
+        tmp = self.path(*([parent] if parent else []), f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         self.fs.create_dir(tmp, recursive=True)
         out = StageOutput(self.fs, tmp, dict(metadata or {}))
         try:

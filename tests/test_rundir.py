@@ -58,3 +58,12 @@ def test_json_and_uri(tmp_path):
     run.write_json({"a": 1}, "summaries", "x.json")
     assert run.read_json("summaries", "x.json") == {"a": 1}
     assert (tmp_path / "run" / "summaries" / "x.json").exists()
+
+
+def test_nested_stage_outputs_are_independent(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    for model in ("a", "b"):
+        with run.stage_output(f"scores/{model}") as out:
+            out.write_table(_table(2))
+    assert run.is_complete("scores/a") and run.is_complete("scores/b")
+    assert sorted(p.name for p in (tmp_path / "run" / "scores").iterdir()) == ["a", "b"]

@@ -96,8 +96,8 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     cfg = config.evaluate
     scores = score_candidates(config, run, adapter_dir(run))
     metrics = evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
-    with run.stage_output(SCORES) as out:
-        out.write_table(scores, f"{MODEL_NAME}.parquet")
+    with run.stage_output(f"{SCORES}/{MODEL_NAME}") as out:
+        out.write_table(scores, "scores.parquet")
     with run.stage_output(STAGE, {"metrics": metrics}) as out:
         with out.fs.open_output_stream(f"{out.path}/metrics.json") as f:
             f.write(json.dumps({MODEL_NAME: metrics}, indent=2).encode())

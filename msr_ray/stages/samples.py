@@ -51,22 +51,27 @@ def _group_rows(split, user, step, summary, positive, negatives) -> list[dict[st
 
 def build_samples(
     sequences: pa.Table,
-    summaries: pa.Table,
+    summaries: pa.Table | None,
     item_ids: list[str],
     train_negatives: int,
     eval_negatives: int,
     seed: int,
 ) -> tuple[pa.Table, Counter]:
-    """The samples table and the count of users left out (and why)."""
+    """The samples table and the count of users left out (and why).
+
+    Without summaries (baselines only), every user gets valid/test lists and no pairs.
+    """
     sampler = NegativeSampler(item_ids, seed)
     by_user: dict[str, dict[int, str]] = {}
-    for user, step, summary in zip(
-        summaries["user_id"].to_pylist(),
-        summaries["step"].to_pylist(),
-        summaries["summary"].to_pylist(),
-        strict=True,
-    ):
-        by_user.setdefault(user, {})[step] = summary
+    baselines_only = summaries is None
+    if not baselines_only:
+        for user, step, summary in zip(
+            summaries["user_id"].to_pylist(),
+            summaries["step"].to_pylist(),
+            summaries["summary"].to_pylist(),
+            strict=True,
+        ):
+            by_user.setdefault(user, {})[step] = summary
     sequence: dict[str, list[tuple[str, str]]] = {}
     ordered = sequences.sort_by([("user_id", "ascending"), ("position", "ascending")])
     for user, item, split in zip(
@@ -79,12 +84,12 @@ def build_samples(
     rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     for user, events in sequence.items():
-        steps = by_user.get(user)
+        train = [item for item, split in events if split == "train"]
+        steps = {len(train): ""} if baselines_only else by_user.get(user)
         if not steps:
             skipped["no_user_summary"] += 1
             continue
         seen = {item for item, _ in events}
-        train = [item for item, split in events if split == "train"]
         last = max(steps)
         for step in sorted(s for s in steps if s < len(train)):
             negatives = sampler.sample(user, seen, train_negatives, f"train:{step}")

@@ -132,7 +132,7 @@ def test_adapter_is_standard_peft_and_evaluate_beats_chance(trained):
     summary = run_stage("evaluate", config)
     test = summary["metrics"]["test"]
     assert test["groups"] == 8 and test["auc"]["mean"] > 0.8
-    scores = run.read_table("scores").to_pylist()
+    scores = run.read_table("scores", "mllm-msr").to_pylist()
     assert {r["split"] for r in scores} == {"valid", "test"}
     metrics_file = run.read_json("eval", "metrics.json")
     assert metrics_file["mllm-msr"]["test"]["auc"] == test["auc"]

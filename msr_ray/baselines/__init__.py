@@ -1,0 +1,1 @@
+"""Sequential baselines (Popularity, SASRec, GRU4Rec) scored under the MLLM's exact protocol."""

@@ -1,0 +1,49 @@
+import json
+from html.parser import HTMLParser
+
+from msr_ray.baselines.runner import run_baseline
+from msr_ray.config import load_config
+from msr_ray.report import build_report
+from tests.baselines.test_baselines import _cyclic_run
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+
+def test_report_has_every_section_with_existing_images(tmp_path):
+    run = _cyclic_run(tmp_path)
+    config = load_config(
+        None, [f"run_dir={tmp_path}", "baselines.epochs=2", "evaluate.bootstrap_samples=20"]
+    )
+    for model in ("pop", "gru4rec"):
+        run_baseline(config, run, model)
+    (tmp_path / "train_logs").mkdir()
+    (tmp_path / "train_logs" / "epoch-000-rank-0.jsonl").write_text(
+        "".join(json.dumps({"rank": 0, "loss": 1.0 / (s + 1)}) + "\n" for s in range(5))
+    )
+    result = build_report(run, max_users=3)
+    assert result["sections"] == ["dataset", "metrics", "training", "users"]
+    page = _Page()
+    page.feed((tmp_path / "report" / "index.html").read_text())
+    assert page.sections == ["dataset", "metrics", "training", "users"]
+    assert "img/metrics-test.png" in page.images and "img/loss.png" in page.images
+    for src in page.images:
+        assert (tmp_path / "report" / src).stat().st_size > 0
+    text = (tmp_path / "report" / "index.html").read_text()
+    assert "popularity" in text and "gru4rec" in text and "user u0" in text
+
+
+def test_report_of_a_bare_run_has_only_what_exists(tmp_path):
+    from msr_ray.rundir import RunDir
+
+    assert build_report(RunDir(str(tmp_path)))["sections"] == []

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import pytest
+
+from msr_ray.cli import DEMO_CONFIG
+from msr_ray.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", [DEMO_CONFIG, *sorted((ROOT / "jobs" / "configs").glob("*.yaml"))])
+def test_shipped_configs_are_valid(path):
+    config = load_config(path)
+    assert config.run_dir and config.train.epochs >= 1
+
+
+def test_demo_sizes_are_the_documented_ones():
+    config = load_config(DEMO_CONFIG)
+    synthetic = config.prepare.synthetic
+    assert (synthetic.num_users, synthetic.num_items) == (40, 60)
+    assert config.mllm.name == config.llm.name == "embedded"
