@@ -157,7 +157,13 @@ _stage_command(
 )
 
 
-def _run_all(config: PipelineConfig, force: bool, address: str | None) -> None:
+def _run_all(
+    config: PipelineConfig, force: bool, address: str | None, compare: bool = False
+) -> None:
+    """Run the pipeline; with ``compare``, also score the baselines and write the report."""
+    from msr_ray.baselines.runner import BASELINES, run_baseline
+    from msr_ray.report import build_report, collect_metrics
+
     try:
         summaries, missing = run_pipeline(config, force=force, address=address)
     except (MissingStageOutput, DataError) as exc:
@@ -167,8 +173,13 @@ def _run_all(config: PipelineConfig, force: bool, address: str | None) -> None:
     if missing:
         click.echo(f"Not implemented yet, not run: {', '.join(missing)}")
     run = RunDir(config.run_dir)
+    if compare and run.is_complete("eval"):
+        for model, name in BASELINES.items():
+            if force or not run.is_complete(f"baselines/{name}"):
+                run_baseline(config, run, model)
+        click.echo(f"Report: {build_report(run)['path']}")
     if run.is_complete("eval"):
-        click.echo(format_table(run.read_json("eval", "metrics.json")))
+        click.echo(format_table(collect_metrics(run), split=config.evaluate.splits[-1]))
     click.echo(f"Run directory: {run.root}")
 
 
@@ -229,11 +240,13 @@ def pipeline(config_path, overrides, run_dir, force, address):
 def demo(config_path, overrides, run_dir, force, address):
     """Run the pipeline on the embedded synthetic dataset with the embedded models.
 
-    Needs no downloads and no data outside the package; writes runs/demo/ by default.
+    Then scores the Popularity, SASRec and GRU4Rec baselines on the same candidates,
+    writes the HTML report and prints the metrics table. Needs no downloads and no data
+    outside the package; writes runs/demo/ by default.
     The base config is msr_ray/configs/demo.yaml (--config replaces it, --set adjusts it).
     """
     config = _load(config_path or str(DEMO_CONFIG), overrides, run_dir)
-    _run_all(config, force, address)
+    _run_all(config, force, address, compare=True)
 
 
 if __name__ == "__main__":
