@@ -10,15 +10,13 @@ import json
 import time
 from typing import Any
 
-import pyarrow as pa
-
 from msr_ray.baselines.data import eval_groups, sequence_data, train_counts
 from msr_ray.baselines.models import GRU4Rec, SASRec
 from msr_ray.baselines.training import fit, score
 from msr_ray.config import PipelineConfig
 from msr_ray.metrics import evaluate_scores
 from msr_ray.rundir import RunDir
-from msr_ray.stages.evaluate import SCHEMA as SCORES
+from msr_ray.stages.evaluate import scores_table
 from msr_ray.stages.prepare import read_dataset
 
 BASELINES = {"pop": "popularity", "sasrec": "sasrec", "gru4rec": "gru4rec"}
@@ -63,21 +61,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         prefixes = [data.prefix(r["user_id"], r["split"]) for r in candidates]
         scores = score(net, prefixes, [data.vocab[r["item_id"]] for r in candidates], cfg.max_len)
     seconds = time.perf_counter() - start
-    table = pa.Table.from_pylist(
-        [
-            {
-                "split": r["split"],
-                "user_id": r["user_id"],
-                "item_id": r["item_id"],
-                "label": r["label"],
-                "group": r["group"],
-                "score": s,
-                "model": name,
-            }
-            for r, s in zip(candidates, scores, strict=True)
-        ],
-        schema=SCORES,
-    )
+    table = scores_table(candidates, scores, name)
     metrics = evaluate_scores(
         table, config.evaluate.ks, config.evaluate.bootstrap_samples, config.seed
     )

@@ -34,6 +34,18 @@ SCHEMA = pa.schema(
 )
 
 
+def scores_table(rows: list[dict], scores: list[float], model: str) -> pa.Table:
+    """The scores layout every model writes: candidate columns, its score, the model name."""
+    keys = ("split", "user_id", "item_id", "label", "group")
+    return pa.Table.from_pylist(
+        [
+            {**{k: r[k] for k in keys}, "score": s, "model": model}
+            for r, s in zip(rows, scores, strict=True)
+        ],
+        schema=SCHEMA,
+    )
+
+
 class CandidateScorer:
     """Ray Data callable class: base model + merged adapter, loaded once per actor."""
 
@@ -54,21 +66,7 @@ class CandidateScorer:
         rows = batch.to_pylist()
         requests = requests_for(rows, self.config.domain, self.config.prepare.max_image_side)
         scores = score_yes_no(self.loaded, requests)
-        return pa.Table.from_pylist(
-            [
-                {
-                    "split": r["split"],
-                    "user_id": r["user_id"],
-                    "item_id": r["item_id"],
-                    "label": r["label"],
-                    "group": r["group"],
-                    "score": s,
-                    "model": MODEL_NAME,
-                }
-                for r, s in zip(rows, scores, strict=True)
-            ],
-            schema=SCHEMA,
-        )
+        return scores_table(rows, scores, MODEL_NAME)
 
 
 def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -> pa.Table:
