@@ -29,7 +29,7 @@ class SASRec(nn.Module):
         length = sequence.shape[1]
         positions = torch.arange(length, device=sequence.device)
         x = self.dropout(self.items(sequence) + self.positions(positions))
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=sequence.device)
+        causal = torch.ones(length, length, dtype=torch.bool, device=sequence.device).triu(1)
         x = self.encoder(x, mask=causal, src_key_padding_mask=sequence == PAD, is_causal=True)
         return self.norm(x)
 

@@ -51,7 +51,7 @@ def fit(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(index), count + len(index)
+            total, count = total + loss.item() * len(index), count + len(index)
         losses.append(total / max(count, 1))
     return losses
 
