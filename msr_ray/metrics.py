@@ -22,6 +22,8 @@ import pyarrow as pa
 
 def group_metrics(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """Metrics of one candidate list (exactly one label 1)."""
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values: a broken model cannot be ranked")
     if int(labels.sum()) != 1:
         raise ValueError(f"a candidate list needs exactly one positive, got {int(labels.sum())}")
     positive = scores[labels == 1][0]

@@ -26,6 +26,8 @@ def test_constant_scorer_gets_worst_rank_and_half_auc():
 def test_perfect_and_errors():
     m = group_metrics(np.array([0.1, 0.9]), np.array([0, 1]), [1])
     assert m == {"auc": 1.0, "hr@1": 1.0, "ndcg@1": 1.0, "mrr@1": 1.0}
+    with pytest.raises(ValueError, match="NaN"):  # NaN compares false: it would rank first
+        group_metrics(np.array([np.nan, 0.9]), np.array([1, 0]), [1])
     with pytest.raises(ValueError, match="exactly one positive"):
         group_metrics(np.array([0.1, 0.9]), np.array([1, 1]), [1])
 

@@ -28,10 +28,13 @@ class SASRec(nn.Module):
         """Hidden state at every position (B, L, H); position t sees items <= t."""
         length = sequence.shape[1]
         positions = torch.arange(length, device=sequence.device)
-        x = self.dropout(self.items(sequence) + self.positions(positions))
+        # Padding is zeroed rather than masked (as in the reference SASRec): with left
+        # padding a padded query under a causal mask would see no key at all and turn NaN.
+        keep = (sequence != PAD).unsqueeze(-1)
+        x = self.dropout(self.items(sequence) + self.positions(positions)) * keep
         causal = torch.ones(length, length, dtype=torch.bool, device=sequence.device).triu(1)
-        x = self.encoder(x, mask=causal, src_key_padding_mask=sequence == PAD, is_causal=True)
-        return self.norm(x)
+        x = self.encoder(x, mask=causal, is_causal=True)
+        return self.norm(x) * keep
 
 
 class GRU4Rec(nn.Module):

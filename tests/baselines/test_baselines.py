@@ -49,7 +49,7 @@ def test_sequence_models_beat_popularity_on_candidates_of_the_samples(tmp_path):
         None,
         [
             f"run_dir={tmp_path}",
-            "baselines.epochs=40",
+            "baselines.epochs=80", "baselines.learning_rate=0.005",
             "baselines.hidden_size=32",
             "evaluate.bootstrap_samples=50",
         ],
@@ -59,6 +59,9 @@ def test_sequence_models_beat_popularity_on_candidates_of_the_samples(tmp_path):
     assert hr["pop"] < 0.3
     assert hr["sasrec"] > 0.8 and hr["gru4rec"] > 0.8, hr
     assert results["sasrec"]["epoch_losses"][-1] < results["sasrec"]["epoch_losses"][0]
+    for name in ("sasrec", "gru4rec"):
+        values = run.read_table("scores", name)["score"].to_numpy()
+        assert np.isfinite(values).all() and values.std() > 0
     samples = run.read_table("samples")
     expected = sorted(
         (r["group"], r["item_id"]) for r in samples.to_pylist() if r["split"] != "train"
