@@ -242,6 +242,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     run.require("samples", "build-samples")
     cfg = config.train
     train = candidate_rows(run, ("train",))
+    available = train.num_rows
     order = np.random.default_rng(cfg.seed).permutation(train.num_rows)
     # Every worker must take the same number of steps: keep a multiple of the global batch.
     global_batch = cfg.num_workers * cfg.micro_batch_size
@@ -285,7 +286,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     summary = {
         "train_rows": usable,
-        "train_rows_dropped": candidate_rows(run, ("train",)).num_rows - usable,
+        "train_rows_dropped": available - usable,
         "valid_groups": len(groups),
         "epochs": cfg.epochs,
         "num_workers": cfg.num_workers,
