@@ -138,7 +138,7 @@ class UsersConfig(_Strict):
     """Stage `summarize-users`: recurrent preference summaries per user.
 
     mode: ``recurrent`` (block by block, carrying the summary) or ``direct``
-        (whole history in one prompt; ablation).
+        (ablation: at the same boundaries, the whole prefix in one prompt).
     block_size: items per block (paper: 3).
     num_shards: number of stateful shard actors; users are routed by crc32(user_id).
     max_batch_size: most users in one batched generate call.

@@ -7,6 +7,10 @@ with a pending block goes into one batched generate call (at most
 written under ``_parts/user_summaries/``; a restarted shard (``max_restarts=-1``)
 reloads its state from those parts, and the retried round continues where it was.
 ``update`` / ``get`` serve online updates of one user's summary.
+
+``users.mode: direct`` is the non-recurrent ablation: the summary at each boundary
+reads the whole prefix in one prompt, with no previous summary, so it has the same
+(user, step) rows, and so the same training pairs, as the recurrent mode.
 """
 
 from __future__ import annotations
@@ -117,24 +121,35 @@ class UserShard:
             state = self.users.setdefault(row["user_id"], UserState([]))
             state.summaries.setdefault(row["step"], row["summary"])
 
-    def _block_size(self, state: UserState) -> int:
-        return len(state.history) if self.cfg.mode == "direct" else self.cfg.block_size
+    def _ready_steps(self, state: UserState) -> list[int]:
+        """Steps that can be summarized now.
+
+        Recurrent: the next boundary, once the summary it continues exists. Direct: every
+        boundary not done, since each one reads the whole prefix and nothing before it.
+        """
+        if self.cfg.mode == "direct":
+            done = state.summaries
+            return [s for s in boundaries(len(state.history), self.cfg.block_size) if s not in done]
+        step = next_boundary(len(state.history), self.cfg.block_size, state.summaries)
+        return [] if step is None else [step]
 
     def _pending(self) -> list[tuple[str, int]]:
-        """(user, next step) for every user with a pending block, earliest steps first."""
-        pending = []
-        for user, state in self.users.items():
-            if state.history:
-                step = next_boundary(len(state.history), self._block_size(state), state.summaries)
-                if step is not None:
-                    pending.append((user, step))
+        """(user, step) for every block that can be summarized now, earliest steps first."""
+        pending = [
+            (user, step)
+            for user, state in self.users.items()
+            for step in self._ready_steps(state)
+        ]
         return sorted(pending, key=lambda p: (p[1], p[0]))
 
     def _request(self, user: str, step: int):
         from msr_ray.models.generation import ChatRequest
 
         state = self.users[user]
-        start = block_start(step, self._block_size(state))
+        if self.cfg.mode == "direct":
+            prefix = [self.catalog[item] for item in state.history[:step]]
+            return ChatRequest(prompts.user_direct_prompt(self.domain, user, prefix))
+        start = block_start(step, self.cfg.block_size)
         block = [self.catalog[item] for item in state.history[start:step]]
         previous = state.summaries.get(start) if start else None
         messages = prompts.user_block_prompt(self.domain, user, block, previous, start + 1)
@@ -191,11 +206,8 @@ class UserShard:
         state = self.users.setdefault(user_id, UserState([]))
         check_history(user_id, state.history + list(new_items), self.catalog)
         state.history.extend(new_items)
-        while True:
-            step = next_boundary(len(state.history), self._block_size(state), state.summaries)
-            if step is None:
-                break
-            self._advance([(user_id, step)])
+        while steps := self._ready_steps(state):
+            self._advance([(user_id, step) for step in steps])
         return self.get(user_id)
 
 
@@ -267,11 +279,10 @@ def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
             examples.setdefault(exc.reason, str(exc))
             continue
         histories[user] = history
-    direct = config.users.mode == "direct"
     expected = {
         (user, step)
         for user, history in histories.items()
-        for step in boundaries(len(history), len(history) if direct else config.users.block_size)
+        for step in boundaries(len(history), config.users.block_size)
     }
     return UserPlan(histories, catalog, expected, errors, examples)
 

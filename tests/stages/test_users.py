@@ -103,7 +103,26 @@ def test_direct_mode_and_counted_errors(tmp_path, ray_session):
     assert summary["users_failed"] == {"empty_history": 1, "unknown_item": 1}
     assert "not-an-item" in summary["error_examples"]["unknown_item"]
     table = _table(tmp_path / "d")
-    assert sorted(table["user_id"].to_pylist()) == sorted(HISTORIES)
+    # Same boundaries as recurrent mode, so the ablation trains on the same pairs.
     assert {
         (u, s) for u, s in zip(table["user_id"].to_pylist(), table["step"].to_pylist(), strict=True)
-    } == {(u, len(h)) for u, h in HISTORIES.items()}
+    } == {(u, s) for u, h in HISTORIES.items() for s in boundaries(len(h), 3)}
+
+
+def test_direct_prompt_holds_the_whole_prefix_and_no_previous_summary(tmp_path):
+    history = [f"i{n}" for n in range(8)]
+    _dataset(tmp_path / "r", {"u": history})
+    _dataset(tmp_path / "d", {"u": history})
+    recurrent = UserShard(0, 1, tiny_config(tmp_path / "r"))
+    direct = UserShard(0, 1, tiny_config(tmp_path / "d", "users.mode=direct"))
+    assert recurrent._pending() == [("u", 3)]  # each block waits for the one before
+    assert direct._pending() == [("u", 3), ("u", 6), ("u", 8)]  # all independent
+    recurrent.step()
+    block = recurrent._request("u", 6).messages[0]["content"]
+    prefix = direct._request("u", 6).messages[0]["content"]
+    assert "previous preference" in block and "previous preference" not in prefix
+    assert "Title i0" not in block and "Title i5" in block and "Title i6" not in block
+    assert all(f"Title i{n}" in prefix for n in range(6)) and "Title i6" not in prefix
+    while direct.step()["pending"]:
+        pass
+    assert sorted(direct.users["u"].summaries) == [3, 6, 8]
