@@ -99,6 +99,9 @@ class PrepareConfig(_Strict):
     min_user_interactions, min_item_interactions: k-core thresholds (paper: 6 and 5).
     max_history: keep at most this many most recent interactions per user (None = all).
     max_image_side: images are resized so that their longer side is at most this.
+    max_users: keep a seeded random sample of this many users after the k-core (None =
+        all); the items kept are those the sampled users interacted with.
+    sample_seed: seed of that user sample.
     synthetic: generator settings when ``source`` is ``synthetic``.
     """
 
@@ -108,6 +111,8 @@ class PrepareConfig(_Strict):
     min_item_interactions: int = Field(5, ge=1)
     max_history: int | None = Field(None, gt=0)
     max_image_side: int = Field(336, ge=16)
+    max_users: int | None = Field(None, gt=0)
+    sample_seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 

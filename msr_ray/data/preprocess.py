@@ -55,6 +55,15 @@ def kcore(interactions: pa.Table, min_user: int, min_item: int) -> pa.Table:
             return table
 
 
+def sample_users(interactions: pa.Table, max_users: int | None, seed: int) -> pa.Table:
+    """Keep a seeded random sample of ``max_users`` users (all of them when None or fewer)."""
+    users = np.sort(pc.unique(interactions["user_id"]).to_numpy(zero_copy_only=False))
+    if max_users is None or len(users) <= max_users:
+        return interactions
+    chosen = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
+    return interactions.filter(pc.is_in(interactions["user_id"], value_set=pa.array(chosen)))
+
+
 def _positions(sorted_users: pa.ChunkedArray) -> np.ndarray:
     """0-based index of each row within its user's run (rows sorted by user)."""
     users = sorted_users.to_numpy(zero_copy_only=False)
@@ -101,15 +110,27 @@ def split_leave_last_out(ordered: pa.Table) -> pa.Table:
 
 
 def preprocess(
-    interactions: pa.Table, min_user: int, min_item: int, max_history: int | None
+    interactions: pa.Table,
+    min_user: int,
+    min_item: int,
+    max_history: int | None,
+    max_users: int | None = None,
+    seed: int = 0,
 ) -> tuple[pa.Table, Funnel]:
-    """Run every step in order; return the split sequences and the funnel of counts."""
+    """Run every step in order; return the split sequences and the funnel of counts.
+
+    The user sample (``max_users``) is drawn after the k-core, so every sampled user has
+    a full-length history; items are then those the sampled users interacted with.
+    """
     funnel = Funnel()
     funnel.record("valid_rows", interactions)
     table = dedupe(interactions)
     funnel.record("deduplicated", table)
     table = kcore(table, max(min_user, MIN_SPLIT_LENGTH), min_item)
     funnel.record("k_core", table)
+    if max_users is not None:
+        table = sample_users(table, max_users, seed)
+        funnel.record("user_sample", table)
     table = cap_history(chronological(table), max_history)
     funnel.record("history_cap", table)
     return split_leave_last_out(table), funnel

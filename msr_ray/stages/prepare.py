@@ -34,7 +34,12 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     cfg = config.prepare
     raw = load_source(cfg)
     sequences, funnel = preprocess(
-        raw.interactions, cfg.min_user_interactions, cfg.min_item_interactions, cfg.max_history
+        raw.interactions,
+        cfg.min_user_interactions,
+        cfg.min_item_interactions,
+        cfg.max_history,
+        cfg.max_users,
+        cfg.sample_seed,
     )
     if sequences.num_rows == 0:
         raise DataError(

@@ -73,3 +73,19 @@ def test_negatives_disjoint_seeded_and_bounded():
 
     with pytest.raises(ValueError, match="only 25"):
         sampler.sample("u1", history, 26, "test")
+
+
+def test_user_sample_is_seeded_after_the_kcore_and_keeps_whole_histories():
+    rows = [(f"u{n}", f"i{t}", t) for n in range(20) for t in range(6)] + [("short", "i0", 0)]
+
+    def users(seed, max_users):
+        table, funnel = preprocess(_interactions(rows), 3, 1, None, max_users, seed)
+        return sorted(set(table["user_id"].to_pylist())), table, funnel
+
+    chosen, table, funnel = users(7, 5)
+    assert len(chosen) == 5 and "short" not in chosen  # drawn from users left by the k-core
+    assert users(7, 5)[0] == chosen and users(8, 5)[0] != chosen
+    assert table.num_rows == 5 * 6  # whole histories
+    assert [s["step"] for s in funnel.steps][-2:] == ["user_sample", "history_cap"]
+    assert funnel.steps[-2]["users"] == 5
+    assert len(users(7, 50)[0]) == 20  # fewer users than asked: all of them
