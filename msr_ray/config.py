@@ -353,3 +353,12 @@ def load_config(
 def dump_config(config: BaseModel) -> str:
     """The config as YAML text (every field, defaults included)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """A copy of ``config`` with dotted overrides applied, validated like a loaded config."""
+    data = apply_overrides(config.model_dump(mode="json"), overrides)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "--set overrides")) from None

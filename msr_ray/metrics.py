@@ -92,12 +92,13 @@ def format_table(
     names: Sequence[str] = ("auc", "hr@5", "ndcg@5", "mrr@5"),
 ) -> str:
     """A plain-text table of one split: a row per model, mean [95% CI] per metric."""
-    header = f"{'model':<14}" + "".join(f"{n:>22}" for n in names)
+    width = max(14, *(len(model) + 2 for model in results))
+    header = f"{'model':<{width}}" + "".join(f"{n:>22}" for n in names)
     lines = [f"{split} split ({next(iter(results.values()))[split]['groups']} users)", header]
     for model, by_split in results.items():
         cells = []
         for name in names:
             m = by_split[split].get(name)
             cells.append(f"{m['mean']:.3f} [{m['ci_low']:.3f},{m['ci_high']:.3f}]" if m else "-")
-        lines.append(f"{model:<14}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{model:<{width}}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)

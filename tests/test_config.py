@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from msr_ray.config import ConfigError, PipelineConfig, dump_config, load_config
+from msr_ray.config import ConfigError, PipelineConfig, dump_config, load_config, with_overrides
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -76,3 +76,12 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_pipeline_config_is_complete():
     sections = set(PipelineConfig.model_fields)
     assert {"prepare", "items", "users", "samples", "train", "evaluate"} <= sections
+
+
+def test_with_overrides_copies_and_validates():
+    base = load_config(None, ["users.block_size=4", "train.epochs=2"])
+    changed = with_overrides(base, ["users.mode=direct", "run_dir=elsewhere"])
+    assert (changed.users.mode, changed.users.block_size, changed.train.epochs) == ("direct", 4, 2)
+    assert changed.run_dir == "elsewhere" and base.users.mode == "recurrent"
+    with pytest.raises(ConfigError, match="users.block_size"):
+        with_overrides(base, ["users.block_size=0"])

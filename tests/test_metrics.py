@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from msr_ray.metrics import evaluate_scores, group_metrics, summarize
+from msr_ray.metrics import evaluate_scores, format_table, group_metrics, summarize
 
 
 def test_hand_computed_group():
@@ -48,3 +48,15 @@ def test_table_means_and_bootstrap():
     again = summarize({"x": np.array([0.0, 1.0, 1.0])}, 100, seed=1)["x"]
     assert again == summarize({"x": np.array([0.0, 1.0, 1.0])}, 100, seed=1)["x"]
     assert again["ci_low"] <= again["mean"] <= again["ci_high"]
+
+
+def test_format_table_aligns_long_model_names():
+    table = pa.table(
+        {"split": ["test"] * 2, "group": ["a", "a"], "label": [1, 0], "score": [0.9, 0.1]}
+    )
+    metrics = evaluate_scores(table, ks=[5], bootstrap_samples=10)
+    text = format_table({"pop": metrics, "a-very-long-model-name": metrics}, "test")
+    lines = text.splitlines()
+    assert lines[0] == "test split (1 users)"
+    assert len({len(line) for line in lines[1:]}) == 1  # every row as wide as the header
+    assert lines[3].startswith("a-very-long-model-name ") and "1.000 [1.000,1.000]" in lines[3]

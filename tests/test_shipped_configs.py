@@ -8,7 +8,14 @@ from msr_ray.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", [DEMO_CONFIG, *sorted((ROOT / "jobs" / "configs").glob("*.yaml"))])
+SHIPPED = [
+    DEMO_CONFIG,
+    *sorted((ROOT / "jobs" / "configs").glob("*.yaml")),
+    *sorted((ROOT / "bench" / "configs").glob("*.yaml")),
+]
+
+
+@pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_are_valid(path):
     config = load_config(path)
     assert config.run_dir and config.train.epochs >= 1

@@ -136,9 +136,7 @@ class UserShard:
     def _pending(self) -> list[tuple[str, int]]:
         """(user, step) for every block that can be summarized now, earliest steps first."""
         pending = [
-            (user, step)
-            for user, state in self.users.items()
-            for step in self._ready_steps(state)
+            (user, step) for user, state in self.users.items() for step in self._ready_steps(state)
         ]
         return sorted(pending, key=lambda p: (p[1], p[0]))
 

@@ -49,7 +49,8 @@ def test_sequence_models_beat_popularity_on_candidates_of_the_samples(tmp_path):
         None,
         [
             f"run_dir={tmp_path}",
-            "baselines.epochs=80", "baselines.learning_rate=0.005",
+            "baselines.epochs=80",
+            "baselines.learning_rate=0.005",
             "baselines.hidden_size=32",
             "evaluate.bootstrap_samples=50",
         ],
