@@ -13,7 +13,7 @@ import click
 from msr_ray.config import ConfigError, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
-from msr_ray.pipeline import StageNotAvailable, run_pipeline, run_stage
+from msr_ray.pipeline import run_pipeline, run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -74,7 +74,7 @@ def _print_summary(summary: dict) -> None:
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     try:
         summary = run_stage(command, config, force=force, address=address)
-    except (StageNotAvailable, MissingStageOutput, DataError) as exc:
+    except (MissingStageOutput, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
 
@@ -165,13 +165,11 @@ def _run_all(
     from msr_ray.report import build_report, collect_metrics
 
     try:
-        summaries, missing = run_pipeline(config, force=force, address=address)
+        summaries = run_pipeline(config, force=force, address=address)
     except (MissingStageOutput, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     for summary in summaries:
         _print_summary(summary)
-    if missing:
-        click.echo(f"Not implemented yet, not run: {', '.join(missing)}")
     run = RunDir(config.run_dir)
     if compare and run.is_complete("eval"):
         for model, name in BASELINES.items():

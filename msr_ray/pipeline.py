@@ -16,48 +16,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StageInfo:
-    """A pipeline stage: its CLI command, output folder, module and tracking issue."""
+    """A pipeline stage: its CLI command, output folder, module, and whether it needs Ray."""
 
     command: str
     output: str
     module: str
-    issue: int
     needs_ray: bool
 
 
 STAGES: list[StageInfo] = [
-    StageInfo("prepare", "dataset", "msr_ray.stages.prepare", 3, False),
-    StageInfo("summarize-items", "item_summaries", "msr_ray.stages.items", 5, True),
-    StageInfo("summarize-users", "user_summaries", "msr_ray.stages.users", 6, True),
-    StageInfo("build-samples", "samples", "msr_ray.stages.samples", 7, False),
-    StageInfo("train", "train", "msr_ray.stages.train", 7, True),
-    StageInfo("evaluate", "eval", "msr_ray.stages.evaluate", 7, True),
+    StageInfo("prepare", "dataset", "msr_ray.stages.prepare", False),
+    StageInfo("summarize-items", "item_summaries", "msr_ray.stages.items", True),
+    StageInfo("summarize-users", "user_summaries", "msr_ray.stages.users", True),
+    StageInfo("build-samples", "samples", "msr_ray.stages.samples", False),
+    StageInfo("train", "train", "msr_ray.stages.train", True),
+    StageInfo("evaluate", "eval", "msr_ray.stages.evaluate", True),
 ]
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}
-
-
-class StageNotAvailable(RuntimeError):
-    """The stage's implementation has not landed yet."""
-
-
-def stage_module(stage: StageInfo):
-    """Import a stage's module, or say which issue will provide it."""
-    try:
-        return importlib.import_module(stage.module)
-    except ModuleNotFoundError as exc:
-        if exc.name != stage.module:
-            raise
-        raise StageNotAvailable(
-            f"stage '{stage.command}' is not implemented yet (tracked in issue #{stage.issue})"
-        ) from None
-
-
-def is_available(stage: StageInfo) -> bool:
-    try:
-        stage_module(stage)
-    except StageNotAvailable:
-        return False
-    return True
 
 
 def open_run(config: PipelineConfig) -> RunDir:
@@ -72,7 +47,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run one stage; skip it when its complete output exists (unless ``force``)."""
     stage = STAGES_BY_COMMAND[command]
-    module = stage_module(stage)
+    module = importlib.import_module(stage.module)
     run = open_run(config)
     if run.is_complete(stage.output) and not force:
         log.info("%s: complete output exists in %s, skipped", command, run.path(stage.output))
@@ -93,20 +68,13 @@ def run_stage(
 
 def run_pipeline(
     config: PipelineConfig, force: bool = False, address: str | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run every available stage in order; return their summaries and the missing stages."""
-    summaries, missing = [], []
+) -> list[dict[str, Any]]:
+    """Run every stage in order; stop after one whose output is partial. Their summaries."""
+    summaries = []
     for stage in STAGES:
-        if not is_available(stage):
-            missing.append(stage.command)
-            continue
-        if missing:
-            # A later stage cannot run on top of a stage that does not exist yet.
-            missing.append(stage.command)
-            continue
         summary = run_stage(stage.command, config, force=force, address=address)
         summaries.append(summary)
         if summary.get("complete") is False:
             # Partial output (e.g. a max_items budget): later stages wait for the rest.
             break
-    return summaries, missing
+    return summaries
