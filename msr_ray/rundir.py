@@ -123,8 +123,11 @@ class RunDir:
         return target
 
     def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_text(*parts))
+
+    def read_text(self, *parts: str) -> str:
         with self.fs.open_input_stream(self.path(*parts)) as f:
-            return json.loads(f.read().decode())
+            return f.read().decode()
 
     def write_text(self, text: str, *parts: str) -> str:
         """Write a text file atomically."""

@@ -46,19 +46,24 @@ def scores_table(rows: list[dict], scores: list[float], model: str) -> pa.Table:
     )
 
 
+def load_recommender(config: PipelineConfig, adapter: str | None):
+    """The base MLLM with the LoRA adapter at ``adapter`` merged in (None: the base alone)."""
+    from msr_ray.models.loading import load_model
+
+    loaded = load_model(config.mllm, "mllm")
+    if adapter:
+        from peft import PeftModel
+
+        loaded.model = PeftModel.from_pretrained(loaded.model, adapter).merge_and_unload().eval()
+    return loaded
+
+
 class CandidateScorer:
     """Ray Data callable class: base model + merged adapter, loaded once per actor."""
 
     def __init__(self, config: PipelineConfig, adapter: str | None):
-        from msr_ray.models.loading import load_model
-
         self.config = config
-        self.loaded = load_model(config.mllm, "mllm")
-        if adapter:
-            from peft import PeftModel
-
-            merged = PeftModel.from_pretrained(self.loaded.model, adapter).merge_and_unload()
-            self.loaded.model = merged.eval()
+        self.loaded = load_recommender(config, adapter)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from msr_ray.models.scoring import score_yes_no
