@@ -326,21 +326,24 @@ def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> PipelineConfig:
     """Load a pipeline config from YAML (or defaults), apply overrides, validate."""
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read config: {exc.strerror}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: top level must be a mapping of sections")
-        data = loaded or {}
+    if path is None:
+        return parse_config("", "<defaults>", overrides)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    return parse_config(text, str(path), overrides)
+
+
+def parse_config(text: str, source: str, overrides: list[str] | None = None) -> PipelineConfig:
+    """A pipeline config from YAML text (``source`` names it in errors), with overrides."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    data: dict[str, Any] = loaded or {}
     if overrides:
         data = apply_overrides(data, overrides)
         source = f"{source} + --set overrides"
@@ -362,3 +365,22 @@ def with_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineConf
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, "--set overrides")) from None
+
+
+class ServeConfig(_Strict):
+    """`serve_configs/*.yaml` application args: what the Recommender deployment serves.
+
+    run_dir: a run whose prepare, summarize-users and train stages are complete; its
+        recorded ``config.yaml`` gives the models and prompts. A local relative path is
+        made absolute where the app is built.
+    overrides: dotted overrides of that config for serving (e.g. ``mllm.device=cuda``).
+    max_candidates: most candidates one request may rank.
+    max_batch_requests: requests whose candidates are scored together (Serve batching).
+    batch_wait_s: how long a batch waits for more requests.
+    """
+
+    run_dir: str
+    overrides: list[str] = Field(default_factory=list)
+    max_candidates: int = Field(100, gt=0)
+    max_batch_requests: int = Field(4, gt=0)
+    batch_wait_s: float = Field(0.01, ge=0)

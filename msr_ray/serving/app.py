@@ -1,0 +1,122 @@
+"""Ray Serve app: the fine-tuned recommender ranks a user's candidates and explains the ranking
+with the user's preference summary.
+
+    serve run serve_configs/recommender.yaml
+    curl -X POST localhost:8000/recommend -d '{"user_id": "1", "candidates": ["10", "20"]}'
+
+Requests arriving together are scored in one batch (``serve.batch``); replicas autoscale on
+ongoing requests (see the serve config). Bad requests get a JSON error with status 400
+(malformed) or 404 (unknown user or item) and are counted by reason in ``stats()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from msr_ray.config import ServeConfig, parse_config
+from msr_ray.rundir import RunDir
+from msr_ray.serving.catalog import ServingCatalog
+from msr_ray.serving.requests import RequestError, parse_request
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="Recommender", max_ongoing_requests=8)
+class Recommender:
+    """One replica: the run's MLLM with the trained adapter merged, its items and summaries."""
+
+    def __init__(self, args: dict[str, Any]):
+        from msr_ray.stages.evaluate import load_recommender
+        from msr_ray.stages.train import adapter_dir
+
+        self.settings = ServeConfig.model_validate(args)
+        run = RunDir(self.settings.run_dir)
+        adapter = adapter_dir(run)  # first: a run without a trained adapter cannot serve
+        self.config = parse_config(
+            run.read_text("config.yaml"), run.path("config.yaml"), self.settings.overrides
+        )
+        self.catalog = ServingCatalog.from_run(run)
+        self.loaded = load_recommender(self.config, adapter)
+        self._score.set_max_batch_size(self.settings.max_batch_requests)
+        self._score.set_batch_wait_timeout_s(self.settings.batch_wait_s)
+        self.counts: Counter[str] = Counter()
+
+    async def __call__(self, http: Request) -> JSONResponse:
+        """HTTP: POST a JSON request body; the ranking, or {"error", "reason"} with a status."""
+        try:
+            try:
+                payload = await http.json()
+            except ValueError:
+                raise self._refused(RequestError("the body is not valid JSON")) from None
+            return JSONResponse(await self.recommend(payload))
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
+
+    def _refused(self, exc: RequestError) -> RequestError:
+        self.counts[exc.reason] += 1
+        log.warning("refused request: %s", exc)
+        return exc
+
+    async def recommend(self, payload: Any) -> dict[str, Any]:
+        """Rank the request's candidates by P(yes); the user's summary is the explanation."""
+        try:
+            request = parse_request(payload, self.settings.max_candidates)
+            preference, rows = self.catalog.candidate_rows(request)
+        except RequestError as exc:
+            raise self._refused(exc) from None
+        scores = await self._score(rows)
+        ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
+        ranking = [
+            {"rank": n, "item_id": row["item_id"], "title": row["title"], "score": score}
+            for n, (row, score) in enumerate(ranked[: request.top_k], start=1)
+        ]
+        self.counts["answered"] += 1
+        return {
+            "user_id": request.user_id,
+            "explanation": preference.summary,
+            "summary_covers_items": preference.covers_items,
+            "candidates": len(rows),
+            "ranking": ranking,
+        }
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def _score(self, requests: list[list[dict[str, Any]]]) -> list[list[float]]:
+        """P(yes) of every candidate of the batched requests, off the event loop."""
+        flat = [row for rows in requests for row in rows]
+        scores = await asyncio.to_thread(self._score_rows, flat)
+        result, start = [], 0
+        for rows in requests:
+            result.append(scores[start : start + len(rows)])
+            start += len(rows)
+        return result
+
+    def _score_rows(self, rows: list[dict[str, Any]]) -> list[float]:
+        from msr_ray.models.scoring import score_yes_no
+        from msr_ray.stages.train import requests_for
+
+        size, scores = self.config.evaluate.batch_size, []
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            requests = requests_for(chunk, self.config.domain, self.config.prepare.max_image_side)
+            scores += score_yes_no(self.loaded, requests)
+        return scores
+
+    def stats(self) -> dict[str, int]:
+        """Requests answered and refused (by reason) by this replica."""
+        return dict(self.counts)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application for ``serve run`` / ``serve deploy``: args are a ServeConfig."""
+    settings = ServeConfig.model_validate(args)
+    if "://" not in settings.run_dir:
+        settings.run_dir = str(Path(settings.run_dir).resolve())
+    return Recommender.bind(settings.model_dump())

@@ -1,0 +1,62 @@
+"""What the served recommender reads from a finished run: items and users' latest summaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from msr_ray.rundir import RunDir
+from msr_ray.serving.requests import RecommendRequest, RequestError
+
+ITEM_COLUMNS = ["item_id", "title", "image_paths", "image_bytes"]
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A user's latest preference summary and how many history items it covers."""
+
+    summary: str
+    covers_items: int
+
+
+class ServingCatalog:
+    """Items by id and each user's latest preference summary, held in memory."""
+
+    def __init__(self, items: pa.Table, summaries: pa.Table):
+        self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
+        self.preferences: dict[str, Preference] = {}
+        for user, step, summary in zip(
+            summaries["user_id"].to_pylist(),
+            summaries["step"].to_pylist(),
+            summaries["summary"].to_pylist(),
+            strict=True,
+        ):
+            known = self.preferences.get(user)
+            if known is None or step > known.covers_items:
+                self.preferences[user] = Preference(summary, step)
+
+    @classmethod
+    def from_run(cls, run: RunDir) -> ServingCatalog:
+        """Read the run's items and user summaries (both stages must be complete)."""
+        run.require("dataset", "prepare")
+        run.require("user_summaries", "summarize-users")
+        return cls(run.read_table("dataset", "items.parquet"), run.read_table("user_summaries"))
+
+    def candidate_rows(self, request: RecommendRequest) -> tuple[Preference, list[dict[str, Any]]]:
+        """The user's preference and one scoring row per candidate; 404 for unknown ids."""
+        preference = self.preferences.get(request.user_id)
+        if preference is None:
+            raise RequestError(
+                f"user {request.user_id!r} has no preference summary in this run",
+                404,
+                "unknown_user",
+            )
+        unknown = [item for item in request.candidates if item not in self.items]
+        if unknown:
+            raise RequestError(
+                f"{len(unknown)} unknown item ids, e.g. {unknown[:5]}", 404, "unknown_item"
+            )
+        rows = [{**self.items[item], "summary": preference.summary} for item in request.candidates]
+        return preference, rows

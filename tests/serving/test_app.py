@@ -1,0 +1,87 @@
+import json
+import urllib.error
+import urllib.request
+
+import pyarrow as pa
+import pytest
+from ray import serve
+
+from msr_ray.config import ServeConfig
+from msr_ray.pipeline import run_stage
+from msr_ray.rundir import MissingStageOutput, RunDir
+from msr_ray.serving.app import Recommender
+from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
+
+URL = "http://127.0.0.1:8000/recommend"
+
+
+def _write_summaries(run: RunDir) -> None:
+    rows = [
+        {"user_id": f"u{u}", "step": step, "summary": text, "model": "tiny"}
+        for u in range(8)
+        for step, text in ((3, "Old taste."), (9, "Likes clips."))
+    ]
+    with run.stage_output("user_summaries") as out:
+        out.write_table(pa.Table.from_pylist(rows, schema=USER_SUMMARIES), "summaries.parquet")
+
+
+def _post(body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(URL, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def served(trained):
+    config, run, _ = trained
+    run_stage("evaluate", config)  # skipped when an earlier test ran it
+    _write_summaries(run)
+    settings = ServeConfig(run_dir=run.root, max_candidates=10)
+    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(settings.model_dump())
+    handle = serve.run(app, name="recommender", route_prefix="/recommend")
+    yield run, handle
+    serve.shutdown()
+
+
+def test_served_ranking_equals_evaluate_scores_and_explains(served):
+    run, handle = served
+    scores = run.read_table("scores", "mllm-msr").to_pylist()
+    expected = {r["item_id"]: r["score"] for r in scores if r["group"] == "test:u0:9"}
+    answer = handle.recommend.remote({"user_id": "u0", "candidates": list(expected)}).result()
+    assert answer["explanation"] == "Likes clips." and answer["summary_covers_items"] == 9
+    ranking = answer["ranking"]
+    assert [r["rank"] for r in ranking] == list(range(1, 7))
+    assert {r["item_id"]: r["score"] for r in ranking} == pytest.approx(expected, abs=1e-4)
+    assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+    assert ranking[0]["item_id"] == "r0" and ranking[0]["title"] == "Bright red clip"
+
+    status, body = _post(
+        json.dumps({"user_id": "u0", "candidates": list(expected), "top_k": 2}).encode()
+    )
+    assert status == 200 and [r["item_id"] for r in body["ranking"]] == [
+        r["item_id"] for r in ranking[:2]
+    ]
+    assert _post(b"{not json") == (
+        400,
+        {"error": "the body is not valid JSON", "reason": "malformed"},
+    )
+    status, body = _post(json.dumps({"user_id": "nobody", "candidates": ["r0"]}).encode())
+    assert status == 404 and body["reason"] == "unknown_user"
+    status, body = _post(json.dumps({"user_id": "u0", "candidates": ["r0", "zz"]}).encode())
+    assert status == 404 and body["reason"] == "unknown_item" and "zz" in body["error"]
+    status, body = _post(json.dumps({"user_id": "u0", "candidates": ["r0"] * 2}).encode())
+    assert status == 400 and "repeats" in body["error"]
+    assert handle.stats.remote().result() == {
+        "answered": 2,
+        "malformed": 2,
+        "unknown_user": 1,
+        "unknown_item": 1,
+    }
+
+
+def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
+    with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
+        Recommender.func_or_class({"run_dir": str(tmp_path)})

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from msr_ray.config import ServeConfig
+from msr_ray.serving.catalog import Preference, ServingCatalog
+from msr_ray.serving.requests import RecommendRequest, RequestError, parse_request
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_valid_request_is_parsed():
+    request = parse_request({"user_id": "u1", "candidates": ["a", "b"], "top_k": 1}, 5)
+    assert request == RecommendRequest("u1", ("a", "b"), 1)
+    assert parse_request({"user_id": "u1", "candidates": ["a"]}, 5).top_k is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (["u1"], "JSON object"),
+        ({"candidates": ["a"]}, "'user_id'"),
+        ({"user_id": "", "candidates": ["a"]}, "'user_id'"),
+        ({"user_id": "u1"}, "'candidates' must be a non-empty list"),
+        ({"user_id": "u1", "candidates": []}, "non-empty list"),
+        ({"user_id": "u1", "candidates": ["a", 3]}, "non-empty strings"),
+        ({"user_id": "u1", "candidates": ["a", "b", "a"]}, "repeats item ids \\['a'\\]"),
+        ({"user_id": "u1", "candidates": list("abcdef")}, "6 candidates; at most 5"),
+        ({"user_id": "u1", "candidates": ["a"], "top_k": 0}, "'top_k'"),
+        ({"user_id": "u1", "candidates": ["a"], "top_k": True}, "'top_k'"),
+        ({"user_id": "u1", "candidates": ["a"], "k": 2}, "unknown fields \\['k'\\]"),
+    ],
+)
+def test_malformed_requests_are_400_with_the_reason(payload, message):
+    with pytest.raises(RequestError, match=message) as info:
+        parse_request(payload, 5)
+    assert (info.value.status, info.value.reason) == (400, "malformed")
+
+
+def _catalog() -> ServingCatalog:
+    items = pa.table(
+        {
+            "item_id": ["a", "b"],
+            "title": ["A", "B"],
+            "image_paths": [[], []],
+            "image_bytes": [[], [b"png"]],
+        }
+    )
+    summaries = pa.table(
+        {"user_id": ["u1", "u1", "u2"], "step": [6, 3, 3], "summary": ["new", "old", "x"]}
+    )
+    return ServingCatalog(items, summaries)
+
+
+def test_catalog_serves_the_latest_summary_with_each_candidate():
+    preference, rows = _catalog().candidate_rows(RecommendRequest("u1", ("b", "a")))
+    assert preference == Preference("new", 6)
+    assert [(r["item_id"], r["title"], r["summary"]) for r in rows] == [
+        ("b", "B", "new"),
+        ("a", "A", "new"),
+    ]
+    assert rows[0]["image_bytes"] == [b"png"]
+
+
+def test_unknown_user_and_items_are_404():
+    catalog = _catalog()
+    with pytest.raises(RequestError, match="'ghost' has no preference summary") as info:
+        catalog.candidate_rows(RecommendRequest("ghost", ("a",)))
+    assert (info.value.status, info.value.reason) == (404, "unknown_user")
+    with pytest.raises(RequestError, match="1 unknown item ids, e.g. \\['zz'\\]") as info:
+        catalog.candidate_rows(RecommendRequest("u1", ("a", "zz")))
+    assert (info.value.status, info.value.reason) == (404, "unknown_item")
+
+
+def test_shipped_serve_config_is_valid_for_ray_and_for_the_app():
+    data = yaml.safe_load((ROOT / "serve_configs" / "recommender.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(data)
+    app = schema.applications[0]
+    assert app.import_path == "msr_ray.serving.app:build_app"
+    assert ServeConfig.model_validate(app.args).max_candidates == 100
+    autoscaling = app.deployments[0].autoscaling_config
+    assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
