@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from msr_ray.baselines.runner import run_baseline
 from msr_ray.config import PipelineConfig, load_config, with_overrides
@@ -60,7 +61,7 @@ def reuse_outputs(source: RunDir, target: RunDir, outputs: tuple[str, ...]) -> N
     for output in outputs:
         if target.is_complete(output):
             continue
-        source.require(output, "the full arm")
+        source.require(output, next(s.command for s in STAGES if s.output == output))
         destination = Path(target.path(output))
         staging = destination.with_name(destination.name + ".copying")
         shutil.rmtree(staging, ignore_errors=True)
@@ -72,7 +73,7 @@ def reuse_outputs(source: RunDir, target: RunDir, outputs: tuple[str, ...]) -> N
 def scored_test_lists(run: RunDir) -> pa.Table:
     """The test candidate lists of a run, in a canonical order."""
     samples = run.read_table("samples").select(["split", "user_id", "item_id", "label"])
-    test = samples.filter(pa.compute.equal(samples["split"], "test"))
+    test = samples.filter(pc.equal(samples["split"], "test"))
     return test.sort_by([("user_id", "ascending"), ("item_id", "ascending")])
 
 
