@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from msr_ray.cli import main
@@ -65,3 +66,14 @@ def test_prepare_writes_config_summary_and_skips_second_time(tmp_path):
     assert json.loads(second.output)["skipped"] is True
     forced = CliRunner().invoke(main, [*args, "--force"])
     assert json.loads(forced.output)["skipped"] is False
+
+
+def test_a_relative_run_dir_is_recorded_absolute(tmp_path, monkeypatch):
+    # Other processes (Ray Train workers run in the session's artifacts dir) reopen run_dir.
+    monkeypatch.chdir(tmp_path)
+    args = ["prepare", "--run-dir", "runs/rel", "--set", "prepare.synthetic.num_users=20"]
+    args += ["--set", "prepare.synthetic.num_items=20"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    recorded = yaml.safe_load((tmp_path / "runs" / "rel" / "config.yaml").read_text())
+    assert recorded["run_dir"] == str(tmp_path / "runs" / "rel")
