@@ -91,13 +91,19 @@ def build_samples(
             continue
         seen = {item for item, _ in events}
         last = max(steps)
-        for step in sorted(s for s in steps if s < len(train)):
-            negatives = sampler.sample(user, seen, train_negatives, f"train:{step}")
-            rows += _group_rows("train", user, step, steps[step], train[step], negatives)
-        for item, split in events:
-            if split in ("valid", "test"):
-                negatives = sampler.sample(user, seen, eval_negatives, split)
-                rows += _group_rows(split, user, last, steps[last], item, negatives)
+        user_rows = []
+        try:
+            for step in sorted(s for s in steps if s < len(train)):
+                negatives = sampler.sample(user, seen, train_negatives, f"train:{step}")
+                user_rows += _group_rows("train", user, step, steps[step], train[step], negatives)
+            for item, split in events:
+                if split in ("valid", "test"):
+                    negatives = sampler.sample(user, seen, eval_negatives, split)
+                    user_rows += _group_rows(split, user, last, steps[last], item, negatives)
+        except ValueError:  # the catalog holds fewer unseen items than negatives needed
+            skipped["too_few_unseen_items"] += 1
+            continue
+        rows += user_rows
     return pa.Table.from_pylist(rows, schema=SCHEMA), skipped
 
 

@@ -66,3 +66,13 @@ def test_pairs_at_block_boundaries_and_candidate_lists():
     assert again.equals(table)
     other, _ = build_samples(sequences, summaries, pool, 1, 20, seed=6)
     assert not other.equals(table)
+
+
+def test_a_user_without_enough_unseen_items_is_counted_not_fatal():
+    pool = [f"i{n}" for n in range(12)]
+    sequences = _sequences({"ok": pool[:6], "greedy": pool[:10]})
+    summaries = _summaries([("ok", 3, "S"), ("greedy", 3, "G"), ("greedy", 8, "G8")])
+    table, skipped = build_samples(sequences, summaries, pool, 1, 5, seed=0)
+    assert skipped == {"too_few_unseen_items": 1}  # greedy saw 10 of 12 items: 5 can't be drawn
+    assert set(table["user_id"].to_pylist()) == {"ok"}
+    assert table.num_rows == 2 + 6 + 6  # one training pair, valid and test lists of 1 + 5
