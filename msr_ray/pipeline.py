@@ -6,11 +6,10 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from msr_ray.config import PipelineConfig, dump_config
-from msr_ray.rundir import RunDir
+from msr_ray.rundir import RunDir, absolute_location
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +42,11 @@ def open_run(config: PipelineConfig) -> RunDir:
     return run
 
 
-def absolute_run_dir(config: PipelineConfig) -> PipelineConfig:
-    """The config with a local relative run_dir made absolute against this process's cwd.
-
-    Stage code in other processes opens ``config.run_dir`` again, and they need not share
-    the driver's working directory (Ray Train workers run in the session's artifacts dir).
-    """
-    if "://" in config.run_dir or Path(config.run_dir).is_absolute():
-        return config
-    return config.model_copy(update={"run_dir": str(Path(config.run_dir).resolve())})
-
-
 def run_stage(
     command: str, config: PipelineConfig, force: bool = False, address: str | None = None
 ) -> dict[str, Any]:
     """Run one stage; skip it when its complete output exists (unless ``force``)."""
-    config = absolute_run_dir(config)
+    config = config.model_copy(update={"run_dir": absolute_location(config.run_dir)})
     stage = STAGES_BY_COMMAND[command]
     module = importlib.import_module(stage.module)
     run = open_run(config)

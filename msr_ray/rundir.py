@@ -25,6 +25,15 @@ import pyarrow.parquet as pq
 COMPLETE_MARKER = "_COMPLETE.json"
 
 
+def absolute_location(uri: str) -> str:
+    """A local relative path made absolute against this process's cwd; URIs unchanged.
+
+    Other processes (Ray actors, Ray Train workers in the session's artifacts dir, Serve
+    replicas) reopen a run directory and need not share this working directory.
+    """
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 class MissingStageOutput(RuntimeError):
     """A stage needs another stage's complete output, and it is not there."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from msr_ray.config import ServeConfig, parse_config
-from msr_ray.rundir import RunDir
+from msr_ray.rundir import RunDir, absolute_location
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import RequestError, parse_request
 
@@ -117,6 +116,5 @@ class Recommender:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run`` / ``serve deploy``: args are a ServeConfig."""
     settings = ServeConfig.model_validate(args)
-    if "://" not in settings.run_dir:
-        settings.run_dir = str(Path(settings.run_dir).resolve())
+    settings.run_dir = absolute_location(settings.run_dir)
     return Recommender.bind(settings.model_dump())
