@@ -31,8 +31,8 @@ from msr_ray.config import PipelineConfig, load_config, with_overrides
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import STAGES, run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.prepare import read_dataset
 from msr_ray.stages.samples import build_samples
+from msr_ray.tables import read_dataset
 
 SOURCES = {"movielens-1m": "movielens", "microlens-50k": "microlens"}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality-movielens.yaml"

@@ -1,9 +1,12 @@
-"""SFT samples/s of the train stage with 2 Ray Train workers vs 1, same data, one run.
+"""SFT samples/s of the train stage, two settings side by side on the same data, one run.
 
 Synthetic dataset, embedded MLLM, LoRA + DeepSpeed ZeRO-2 on gloo, one epoch each; the
-training pairs come from the samples builder with a fixed preference summary:
+training pairs (every-item targets) come from the samples builder with a fixed preference
+summary per user and step:
 
-    .venv/bin/python bench/train.py [--users 40]
+    .venv/bin/python bench/train.py --compare workers   # 2 Ray Train workers vs 1
+    .venv/bin/python bench/train.py --compare prompt    # paper's prompt order vs shared prefix
+    .venv/bin/python bench/train.py --compare dtype     # fp32 vs bf16 (2 workers each)
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from msr_ray.config import load_config
 from msr_ray.data.histories import boundaries, train_histories
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.prepare import read_dataset
 from msr_ray.stages.samples import build_samples
 from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
+from msr_ray.tables import read_dataset
 
-SUMMARY = "The user appears to have a preference for colourful, upbeat videos."
+SUMMARY = "The user appears to have a preference for colourful, upbeat videos (step {step})."
+ARMS = {
+    "workers": (("1 worker", ["train.num_workers=1"]), ("2 workers", ["train.num_workers=2"])),
+    "prompt": (
+        ("paper order", ["recommender.prompt_order=paper"]),
+        ("shared prefix", ["recommender.prompt_order=shared-prefix"]),
+    ),
+    "dtype": (("fp32", ["mllm.dtype=float32"]), ("bf16", ["mllm.dtype=bfloat16"])),
+}
 
 
 def _prepare(run_dir: str, users: int) -> None:
@@ -36,7 +47,7 @@ def _prepare(run_dir: str, users: int) -> None:
         {
             "user_id": u,
             "step": s,
-            "summary": SUMMARY,
+            "summary": SUMMARY.format(step=s),
             "model": "fixed",
             "prompt_version": "b",
             "mode": "recurrent",
@@ -54,23 +65,25 @@ def _prepare(run_dir: str, users: int) -> None:
         1,
         20,
         0,
+        "every-item",
     )
     with run.stage_output("samples") as out:
         out.write_table(samples)
 
 
-def _measure(base: str, workers: int) -> tuple[float, float, int]:
-    run_dir = f"{base}/workers-{workers}"
+def _measure(base: str, name: str, overrides: list[str]) -> tuple[float, float, int]:
+    run_dir = f"{base}/{name.replace(' ', '-')}"
     _prepare(run_dir, ARGS.users)
     config = load_config(
         None,
         [
             f"run_dir={run_dir}",
-            f"train.num_workers={workers}",
+            "train.num_workers=2",
             "train.epochs=1",
             "train.max_valid_groups=0",
             "train.micro_batch_size=4",
             "train.resources.num_cpus=1",
+            *overrides,
         ],
     )
     start = time.perf_counter()
@@ -78,7 +91,7 @@ def _measure(base: str, workers: int) -> tuple[float, float, int]:
     wall = time.perf_counter() - start
     run = RunDir(run_dir)
     rates = []
-    for rank in range(workers):
+    for rank in range(config.train.num_workers):
         path = run.path("train_logs", f"epoch-000-rank-{rank}.jsonl")
         last = run.fs.open_input_stream(path).read().decode().splitlines()[-1]
         rates.append(json.loads(last)["samples_per_s"])
@@ -89,16 +102,19 @@ def _measure(base: str, workers: int) -> tuple[float, float, int]:
 def main() -> None:
     init_ray(num_cpus=2)
     base = tempfile.mkdtemp(prefix="msr-bench-train-")
-    one, one_wall, rows = _measure(base, 1)
-    two, two_wall, rows2 = _measure(base, 2)
-    print(f"synthetic users={ARGS.users}, embedded MLLM, LoRA, ZeRO-2, micro-batch 4, 1 epoch")
-    print(f"1 worker:  {one:.2f} samples/s in the loop ({rows} rows, stage {one_wall:.0f}s)")
-    print(f"2 workers: {two:.2f} samples/s in the loop ({rows2} rows, stage {two_wall:.0f}s)")
-    print(f"ratio: {two / one:.2f}x")
+    results = [(name, *_measure(base, name, overrides)) for name, overrides in ARMS[ARGS.compare]]
+    print(
+        f"synthetic users={ARGS.users}, embedded MLLM, LoRA, ZeRO-2, micro-batch 4, 1 epoch, "
+        f"every-item targets"
+    )
+    for name, rate, wall, rows in results:
+        print(f"{name:14s} {rate:.2f} samples/s in the loop ({rows} rows, stage {wall:.0f}s)")
+    print(f"ratio {results[1][0]} / {results[0][0]}: {results[1][1] / results[0][1]:.2f}x")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--compare", choices=sorted(ARMS), default="prompt")
     ARGS = parser.parse_args()
     main()

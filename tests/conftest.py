@@ -9,8 +9,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from msr_ray.config import ModelSpec
 from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEMS
+from msr_ray.models.loading import load_model
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
 from msr_ray.stages.samples import SCHEMA as SAMPLES
@@ -28,6 +30,21 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm():
+    return load_model(ModelSpec(name="tiny", max_new_tokens=8), "llm")
+
+
+@pytest.fixture(scope="session")
+def tiny_mllm():
+    return load_model(ModelSpec(name="tiny", max_new_tokens=8), "mllm")
+
+
+@pytest.fixture(scope="session")
+def embedded_llm():
+    return load_model(ModelSpec(name="embedded"), "llm")
 
 
 @pytest.fixture(scope="session")

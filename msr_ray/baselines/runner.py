@@ -16,8 +16,7 @@ from msr_ray.baselines.training import fit, score
 from msr_ray.config import PipelineConfig
 from msr_ray.metrics import evaluate_scores
 from msr_ray.rundir import RunDir
-from msr_ray.stages.evaluate import scores_table
-from msr_ray.stages.prepare import read_dataset
+from msr_ray.tables import read_dataset, scores_table
 
 BASELINES = {"pop": "popularity", "sasrec": "sasrec", "gru4rec": "gru4rec"}
 

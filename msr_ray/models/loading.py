@@ -44,11 +44,31 @@ def resolve_device(spec: ModelSpec) -> torch.device:
     return torch.device(spec.device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read off the CPU.
+
+    Without it, bf16 matmuls are emulated and far slower than fp32 (measured on an AVX2
+    EPYC: 1.1 vs 55 GFLOP/s), so ``dtype: auto`` must not pick bf16 there.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    found = [getattr(torch.cpu, name, None) for name in probes]
+    if all(probe is not None for probe in found):
+        return any(probe() for probe in found)
+    try:  # an older or newer torch without the probes: the kernel's CPU flags
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on CUDA (when supported), float32 on CPU."""
+    """``auto``: bfloat16 on CUDA with bf16 support and on a CPU with native bf16, else fp32."""
     if spec.dtype != "auto":
         return getattr(torch, spec.dtype)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
 

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 PROMPT_VERSION = "mllm-msr-v1"
+# The recommender's prompt (recorded by train and evaluate): v2 puts the shared part first.
+RECOMMEND_PROMPT_VERSION = "recommend-v2"
+# Marks where the part of a recommender prompt shared by all of a user's candidates ends;
+# removed from the rendered text before tokenizing.
+SPLIT = "<<msr-ray:candidate>>"
 PREFERENCE_PREFIX = "The user appears to have a preference for"
 Messages = list[dict]
+RecommendOrder = Literal["shared-prefix", "paper"]
 
 
 @dataclass(frozen=True)
@@ -121,23 +128,64 @@ def user_direct_prompt(domain: str, user_id: str, history: Sequence[HistoryItem]
     return user_block_prompt(domain, user_id, history, None)
 
 
-def recommend_prompt(domain: str, preference: str, title: str) -> Messages:
-    """The recommender's question about one candidate (its image, title, the user's summary)."""
+def _recommend_question(domain: str) -> str:
+    return (
+        f"As a vision-llm, you will be given the cover image and the title of a {domain} and "
+        f"the summarized preference of a user, and your task is to predict whether the user "
+        f"would interact with the {domain}. Please only response 'yes' or 'no' based on your "
+        f"judgment."
+    )
+
+
+def recommend_prompt(
+    domain: str,
+    preference: str,
+    title: str,
+    description: str | None = None,
+    order: RecommendOrder = "shared-prefix",
+) -> Messages:
+    """The recommender's question about one candidate: its image, title (and description).
+
+    The text before ``SPLIT`` is what every candidate of one user shares, so it can be
+    computed once per user (see ``msr_ray.recommender``). ``shared-prefix`` puts the
+    instruction and the user's preference first and the candidate last; ``paper`` keeps
+    the paper's order (image first, the candidate's title at the very end), which shares
+    only the chat template's header. ``description``, when given, is the candidate's item
+    summary, appended after its title.
+    """
+    preference, title = _unsplit(preference), _unsplit(title)
+    about = f" Its description: {_unsplit(description)}" if description else ""
+    if order == "paper":
+        return _user(
+            [
+                _text(SPLIT),
+                IMAGE,
+                _text(
+                    f"{_recommend_question(domain)} Based on the previous interaction history, "
+                    f"the user's preference can be summarized as: {preference} Please predict "
+                    f"whether this user would interact with the {domain} at the next "
+                    f"opportunity. The {domain}'s title is '{title}', and the given image is "
+                    f"this {domain}'s cover.{about}"
+                ),
+            ]
+        )
     return _user(
         [
-            IMAGE,
             _text(
-                f"As a vision-llm, you will be given the cover image and the title of a "
-                f"{domain} and the summarized preference of a user, and your task is to "
-                f"predict whether the user would interact with the {domain}. Please only "
-                f"response 'yes' or 'no' based on your judgment. Based on the previous "
-                f"interaction history, the user's preference can be summarized as: "
-                f"{preference} Please predict whether this user would interact with the "
-                f"{domain} at the next opportunity. The {domain}'s title is '{title}', and "
-                f"the given image is this {domain}'s cover."
+                f"{_recommend_question(domain)} Based on the previous interaction history, the "
+                f"user's preference can be summarized as: {preference} Please predict whether "
+                f"this user would interact with the following {domain} at the next "
+                f"opportunity. The given image is this {domain}'s cover."
             ),
+            _text(SPLIT),
+            IMAGE,
+            _text(f" The {domain}'s title is '{title}'.{about}"),
         ]
     )
+
+
+def _unsplit(text: str) -> str:
+    return text.replace(SPLIT, "")
 
 
 def strip_images(messages: Messages) -> Messages:

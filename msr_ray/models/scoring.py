@@ -1,20 +1,31 @@
-"""Yes/No answers: the exact answer tokens, the SFT targets built from them, and P(yes).
+"""Yes/No answers: the exact answer tokens, P(yes), and the SFT loss, with shared prefixes.
 
 The answer tokens are read off the chat template itself: render a conversation
 without and with an assistant turn holding "Yes" (or "No") and take the tokens
 the turn adds. Training labels and scoring both use these ids, so the model is
 scored on exactly the token it was taught to emit.
+
+A recommender prompt is split in two (``SplitPrompt``): the prefix every candidate of a
+user shares (instruction + preference summary) and the candidate's part (image, title,
+the generation prompt). Both are tokenized separately and concatenated, at training and
+at scoring time alike, so a prompt has one token sequence however it is computed: as one
+sequence (``score_full``), or as the prefix's KV cache computed once and expanded over
+the candidates (``score_shared``), which gives the same scores for a fraction of the work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import torch
+from PIL import Image
 
-from msr_ray.models.generation import ChatRequest, encode, render
+from msr_ray.models.generation import render
 from msr_ray.models.loading import LoadedModel
+from msr_ray.models.prompts import SPLIT, Messages
 
 YES, NO = "Yes", "No"
 IGNORE_INDEX = -100
@@ -60,48 +71,210 @@ def answer_ids(loaded: LoadedModel) -> AnswerIds:
     return AnswerIds(yes, no)
 
 
-def score_yes_no(loaded: LoadedModel, requests: list[ChatRequest]) -> list[float]:
-    """P(yes) / (P(yes) + P(no)) at the answer position of every request, in one forward pass."""
-    if not requests:
-        return []
+@dataclass(frozen=True)
+class SplitPrompt:
+    """A rendered recommender prompt cut where its shared part ends.
+
+    prefix: the text every candidate of one user shares (no images in it).
+    suffix: the candidate's text through the generation prompt; its image tokens refer
+        to ``images``, in order.
+    """
+
+    prefix: str
+    suffix: str
+    images: tuple[Image.Image, ...] = ()
+
+
+def split_prompt(
+    loaded: LoadedModel, messages: Messages, images: Sequence[Image.Image]
+) -> SplitPrompt:
+    """Render ``messages`` (which hold one ``SPLIT`` text part) and cut them at the split."""
+    text = render(loaded, messages)
+    if text.count(SPLIT) != 1:
+        raise ValueError("a recommender prompt must hold the split marker exactly once")
+    prefix, suffix = text.split(SPLIT)
+    return SplitPrompt(prefix, suffix, tuple(images))
+
+
+@dataclass
+class EncodedPrompts:
+    """Token ids of split prompts: each distinct prefix once, each candidate's suffix.
+
+    owner[i] is the index in ``prefixes`` of candidate i's prefix.
+    """
+
+    prefixes: list[list[int]]
+    owner: list[int]
+    suffixes: list[list[int]]
+    pixel_values: torch.Tensor | None
+
+
+def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> EncodedPrompts:
+    """Tokenize prefixes and suffixes separately (image tokens expanded in the suffixes)."""
+    tokenizer = loaded.tokenizer
+    index: dict[str, int] = {}
+    owner = [index.setdefault(p.prefix, len(index)) for p in prompts]
+    prefixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in index]
+    images = [img for p in prompts for img in p.images]
+    texts = [p.suffix for p in prompts]
+    if loaded.multimodal:
+        batch = loaded.processor(
+            text=texts,
+            images=images or None,
+            padding=True,
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+    elif images:
+        raise ValueError(f"model '{loaded.name}' is a text-only model: it cannot take images")
+    else:
+        batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+    suffixes = [
+        ids[mask.bool()].tolist()
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    ]
+    pixels = batch.get("pixel_values")
+    if pixels is not None:
+        pixels = pixels.to(loaded.device, loaded.dtype)
+    return EncodedPrompts(prefixes, owner, suffixes, pixels)
+
+
+def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
+    """Position ids counting real tokens only (padding gets 1, as in generate)."""
+    positions = (
+        mask.long().cumsum(dim=1) - 1 + (start if isinstance(start, int) else start[:, None])
+    )
+    return positions.masked_fill(mask == 0, 1)
+
+
+def _text_config(model):
+    model = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+    config = model.config
+    return getattr(config, "text_config", config)
+
+
+def _answer_logits(
+    model, encoded: EncodedPrompts, tails: list[list[int]], keep: int, pad: int, device
+) -> torch.Tensor:
+    """Logits at the last ``keep`` positions of every prefix + suffix + tail sequence.
+
+    The prefixes run once (left-padded); their KV cache is gathered per candidate and the
+    suffixes (+ tails, left-padded) run on top of it with position ids that continue each
+    prefix, so every candidate sees exactly its own prefix + suffix sequence.
+    """
+    from transformers import DynamicCache
+
+    prefix_ids, prefix_mask = _left_pad(encoded.prefixes, pad, device)
+    prefix = model(
+        input_ids=prefix_ids,
+        attention_mask=prefix_mask,
+        position_ids=_positions(prefix_mask),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    owner = torch.tensor(encoded.owner, device=device)
+    cache = DynamicCache(
+        ddp_cache_data=[
+            (layer.keys.index_select(0, owner), layer.values.index_select(0, owner))
+            for layer in prefix.cache.layers
+        ],
+        config=_text_config(model),
+    )
+    rows = [s + t for s, t in zip(encoded.suffixes, tails, strict=True)]
+    suffix_ids, suffix_mask = _left_pad(rows, pad, device)
+    prefix_mask = prefix_mask.index_select(0, owner)
+    inputs: dict[str, Any] = {
+        "input_ids": suffix_ids,
+        "attention_mask": torch.cat([prefix_mask, suffix_mask], dim=1),
+        "position_ids": _positions(suffix_mask, prefix_mask.sum(dim=1)),
+        "cache": cache,
+        "logits_to_keep": keep,
+    }
+    if encoded.pixel_values is not None:
+        inputs["pixel_values"] = encoded.pixel_values
+    return model(**inputs).logits
+
+
+def _full_logits(model, encoded: EncodedPrompts, pad: int, device) -> torch.Tensor:
+    """Logits at the last position of every prefix + suffix, run as whole sequences."""
+    rows = [encoded.prefixes[o] + s for o, s in zip(encoded.owner, encoded.suffixes, strict=True)]
+    ids, mask = _left_pad(rows, pad, device)
+    inputs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": _positions(mask),
+        "logits_to_keep": 1,
+    }
+    if encoded.pixel_values is not None:
+        inputs["pixel_values"] = encoded.pixel_values
+    return model(**inputs).logits
+
+
+def _p_yes(loaded: LoadedModel, last_logits: torch.Tensor) -> list[float]:
     ids = answer_ids(loaded)
-    texts = [render(loaded, r.messages) for r in requests]
-    batch = encode(loaded, texts, [img for r in requests for img in r.images])
-    with torch.inference_mode():
-        logits = loaded.model(**batch).logits[:, -1, :].float()
+    logits = last_logits.float()
     pair = torch.stack([logits[:, ids.no], logits[:, ids.yes]], dim=1)
     return torch.softmax(pair, dim=1)[:, 1].tolist()
 
 
-def sft_batch(
-    loaded: LoadedModel, requests: list[ChatRequest], answers: list[bool], max_length: int
-) -> dict[str, torch.Tensor]:
-    """A training batch: prompt + answer tokens, labels on the answer tokens only.
-
-    Sequences are left-padded like at scoring time, so the first answer token sits at
-    the position the scorer reads. Prompts longer than ``max_length`` raise.
-    """
-    texts = [render(loaded, r.messages) for r in requests]
-    images = [img for r in requests for img in r.images]
-    prompts = encode(loaded, texts, images)
+def score_shared(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> list[float]:
+    """P(yes) / (P(yes) + P(no)) of every prompt, each distinct prefix computed once."""
+    if not prompts:
+        return []
+    encoded = encode_prompts(loaded, prompts)
     pad = loaded.tokenizer.pad_token_id
-    rows, labels = [], []
-    for input_ids, mask, answer in zip(
-        prompts["input_ids"], prompts["attention_mask"], answers, strict=True
-    ):
-        prompt = input_ids[mask.bool()].tolist()
-        target = answer_tokens(loaded, YES if answer else NO)
-        if len(prompt) + len(target) > max_length:
-            raise ValueError(f"prompt of {len(prompt)} tokens + answer exceeds {max_length}")
-        rows.append(prompt + target)
-        labels.append([IGNORE_INDEX] * len(prompt) + target)
-    width = max(len(r) for r in rows)
-    batch = {
-        "input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows]),
-        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows]),
-        "labels": torch.tensor([[IGNORE_INDEX] * (width - len(lab)) + lab for lab in labels]),
-    }
-    batch = {k: v.to(loaded.device) for k, v in batch.items()}
-    if "pixel_values" in prompts:
-        batch["pixel_values"] = prompts["pixel_values"]
-    return batch
+    with torch.inference_mode():
+        logits = _answer_logits(loaded.model, encoded, [[] for _ in prompts], 1, pad, loaded.device)
+    return _p_yes(loaded, logits[:, -1])
+
+
+def score_full(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> list[float]:
+    """The same scores as ``score_shared``, every prompt run as one whole sequence."""
+    if not prompts:
+        return []
+    encoded = encode_prompts(loaded, prompts)
+    with torch.inference_mode():
+        logits = _full_logits(loaded.model, encoded, loaded.tokenizer.pad_token_id, loaded.device)
+    return _p_yes(loaded, logits[:, -1])
+
+
+def sft_loss(
+    model,
+    loaded: LoadedModel,
+    prompts: Sequence[SplitPrompt],
+    answers: Sequence[bool],
+    max_length: int,
+) -> tuple[torch.Tensor, int]:
+    """Cross-entropy on the answer tokens only (in fp32), and the tokens the batch holds.
+
+    ``model`` is what runs the forward pass (the PEFT model, or the DeepSpeed engine
+    around it). Prompts sharing a prefix compute it once, as at scoring time, so the
+    first answer token is predicted from exactly the position the scorer reads. A
+    prompt longer than ``max_length`` with its answer raises.
+    """
+    encoded = encode_prompts(loaded, prompts)
+    targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
+    for owner, suffix, target in zip(encoded.owner, encoded.suffixes, targets, strict=True):
+        length = len(encoded.prefixes[owner]) + len(suffix)
+        if length + len(target) > max_length:
+            raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
+    longest = max(len(t) for t in targets)
+    pad = loaded.tokenizer.pad_token_id
+    logits = _answer_logits(model, encoded, targets, longest + 1, pad, loaded.device)
+    labels = torch.tensor(
+        [[IGNORE_INDEX] * (longest - len(t)) + t for t in targets], device=logits.device
+    )
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
+    tokens = sum(len(p) for p in encoded.prefixes) + sum(map(len, encoded.suffixes))
+    return loss, tokens + sum(map(len, targets))

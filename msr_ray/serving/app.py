@@ -33,8 +33,7 @@ class Recommender:
     """One replica: the run's MLLM with the trained adapter merged, its items and summaries."""
 
     def __init__(self, args: dict[str, Any]):
-        from msr_ray.stages.evaluate import load_recommender
-        from msr_ray.stages.train import adapter_dir
+        from msr_ray.recommender import Recommender, adapter_dir
 
         self.settings = ServeConfig.model_validate(args)
         run = RunDir(self.settings.run_dir)
@@ -42,8 +41,8 @@ class Recommender:
         self.config = parse_config(
             run.read_text("config.yaml"), run.path("config.yaml"), self.settings.overrides
         )
-        self.catalog = ServingCatalog.from_run(run)
-        self.loaded = load_recommender(self.config, adapter)
+        self.catalog = ServingCatalog.from_run(run, self.config.recommender.candidate_description)
+        self.recommender = Recommender.load(self.config, adapter)
         self._score.set_max_batch_size(self.settings.max_batch_requests)
         self._score.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         self.counts: Counter[str] = Counter()
@@ -90,23 +89,12 @@ class Recommender:
     async def _score(self, requests: list[list[dict[str, Any]]]) -> list[list[float]]:
         """P(yes) of every candidate of the batched requests, off the event loop."""
         flat = [row for rows in requests for row in rows]
-        scores = await asyncio.to_thread(self._score_rows, flat)
+        scores = await asyncio.to_thread(self.recommender.score, flat)
         result, start = [], 0
         for rows in requests:
             result.append(scores[start : start + len(rows)])
             start += len(rows)
         return result
-
-    def _score_rows(self, rows: list[dict[str, Any]]) -> list[float]:
-        from msr_ray.models.scoring import score_yes_no
-        from msr_ray.stages.train import requests_for
-
-        size, scores = self.config.evaluate.batch_size, []
-        for start in range(0, len(rows), size):
-            chunk = rows[start : start + size]
-            requests = requests_for(chunk, self.config.domain, self.config.prepare.max_image_side)
-            scores += score_yes_no(self.loaded, requests)
-        return scores
 
     def stats(self) -> dict[str, int]:
         """Requests answered and refused (by reason) by this replica."""

@@ -24,8 +24,16 @@ class Preference:
 class ServingCatalog:
     """Items by id and each user's latest preference summary, held in memory."""
 
-    def __init__(self, items: pa.Table, summaries: pa.Table):
+    def __init__(self, items: pa.Table, summaries: pa.Table, descriptions: pa.Table | None = None):
         self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
+        if descriptions is not None:
+            for item, text in zip(
+                descriptions["item_id"].to_pylist(),
+                descriptions["summary"].to_pylist(),
+                strict=True,
+            ):
+                if item in self.items:
+                    self.items[item]["description"] = text
         self.preferences: dict[str, Preference] = {}
         for user, step, summary in zip(
             summaries["user_id"].to_pylist(),
@@ -38,11 +46,20 @@ class ServingCatalog:
                 self.preferences[user] = Preference(summary, step)
 
     @classmethod
-    def from_run(cls, run: RunDir) -> ServingCatalog:
-        """Read the run's items and user summaries (both stages must be complete)."""
+    def from_run(cls, run: RunDir, with_descriptions: bool = False) -> ServingCatalog:
+        """Read the run's items and user summaries (and item summaries, when the
+        recommender shows them); those stages must be complete."""
         run.require("dataset", "prepare")
         run.require("user_summaries", "summarize-users")
-        return cls(run.read_table("dataset", "items.parquet"), run.read_table("user_summaries"))
+        descriptions = None
+        if with_descriptions:
+            run.require("item_summaries", "summarize-items")
+            descriptions = run.read_table("item_summaries")
+        return cls(
+            run.read_table("dataset", "items.parquet"),
+            run.read_table("user_summaries"),
+            descriptions,
+        )
 
     def candidate_rows(self, request: RecommendRequest) -> tuple[Preference, list[dict[str, Any]]]:
         """The user's preference and one scoring row per candidate; 404 for unknown ids."""

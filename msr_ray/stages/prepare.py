@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from msr_ray.config import PipelineConfig, PrepareConfig
 from msr_ray.data import synthetic
 from msr_ray.data.preprocess import preprocess
 from msr_ray.data.readers import READERS, RawDataset
-from msr_ray.data.schemas import ITEMS, SEQUENCES, DataError, validate_table
+from msr_ray.data.schemas import DataError
 from msr_ray.rundir import RunDir
 
 
@@ -69,13 +68,3 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         out.write_table(raw.quarantine.to_table(), "quarantine.parquet")
         out.metadata.update(summary)
     return summary
-
-
-def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
-    """The run's prepared items and sequences, checked against their schemas."""
-    run.require("dataset", "prepare")
-    items = run.read_table("dataset", "items.parquet")
-    sequences = run.read_table("dataset", "sequences.parquet")
-    validate_table(items, ITEMS, run.path("dataset", "items.parquet"))
-    validate_table(sequences, SEQUENCES, run.path("dataset", "sequences.parquet"))
-    return items, sequences

@@ -1,8 +1,10 @@
-"""Stage `build-samples`: training pairs at block boundaries, valid/test candidate lists.
+"""Stage `build-samples`: training pairs from the summaries, valid/test candidate lists.
 
-Per user with summaries: for every summary step s before the end of the train history,
-a training group (positive = the item at position s, ``train_negatives`` seeded
-negatives) holding the summary at s. Valid (second-to-last item) and test (last item)
+Per user with summaries, training groups (positive = a train item, ``train_negatives``
+seeded negatives), each holding the latest summary that precedes its target: with
+``train_targets: boundaries`` one group per summary step s (target = the item at
+position s), with ``every-item`` one per train position p from the first summary step
+on (summary = the one at the largest step <= p). Valid (second-to-last item) and test (last item)
 each get ``eval_negatives`` negatives and the summary of the whole train history. Every
 negative is an item the user never interacted with, drawn with a seed per (user, purpose).
 """
@@ -17,7 +19,7 @@ import pyarrow as pa
 from msr_ray.config import PipelineConfig
 from msr_ray.data.negatives import NegativeSampler
 from msr_ray.rundir import RunDir
-from msr_ray.stages.prepare import read_dataset
+from msr_ray.tables import read_dataset
 
 STAGE = "samples"
 SCHEMA = pa.schema(
@@ -33,8 +35,8 @@ SCHEMA = pa.schema(
 )
 
 
-def _group_rows(split, user, step, summary, positive, negatives) -> list[dict[str, Any]]:
-    group = f"{split}:{user}:{step}"
+def _group_rows(split, user, step, summary, positive, negatives, at=None) -> list[dict[str, Any]]:
+    group = f"{split}:{user}:{step if at is None else at}"
     return [
         {
             "split": split,
@@ -49,6 +51,14 @@ def _group_rows(split, user, step, summary, positive, negatives) -> list[dict[st
     ]
 
 
+def _train_targets(steps: list[int], history: int, mode: str) -> list[tuple[int, int]]:
+    """(target position, summary step) pairs of one user's training groups."""
+    if mode == "boundaries":
+        return [(s, s) for s in steps if s < history]
+    first = steps[0] if steps else history
+    return [(p, max(s for s in steps if s <= p)) for p in range(first, history)]
+
+
 def build_samples(
     sequences: pa.Table,
     summaries: pa.Table | None,
@@ -56,6 +66,7 @@ def build_samples(
     train_negatives: int,
     eval_negatives: int,
     seed: int,
+    train_targets: str = "boundaries",
 ) -> tuple[pa.Table, Counter]:
     """The samples table and the count of users left out (and why).
 
@@ -93,9 +104,9 @@ def build_samples(
         last = max(steps)
         user_rows = []
         try:
-            for step in sorted(s for s in steps if s < len(train)):
-                negatives = sampler.sample(user, seen, train_negatives, f"train:{step}")
-                user_rows += _group_rows("train", user, step, steps[step], train[step], negatives)
+            for at, step in _train_targets(sorted(steps), len(train), train_targets):
+                negatives = sampler.sample(user, seen, train_negatives, f"train:{at}")
+                user_rows += _group_rows("train", user, step, steps[step], train[at], negatives, at)
             for item, split in events:
                 if split in ("valid", "test"):
                     negatives = sampler.sample(user, seen, eval_negatives, split)
@@ -120,6 +131,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         cfg.train_negatives,
         cfg.eval_negatives,
         cfg.seed,
+        cfg.train_targets,
     )
     counts = table.group_by("split").aggregate([([], "count_all"), ("group", "count_distinct")])
     summary = {

@@ -12,6 +12,7 @@ the epoch. The sealed ``train/`` folder holds the final adapter in the standard 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from msr_ray.config import PipelineConfig, TrainConfig
+from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
+from msr_ray.recommender import ADAPTER, candidate_rows
 from msr_ray.rundir import RunDir
 
 STAGE = "train"
-ADAPTER = "adapter"
 DEEPSPEED_DIR = "deepspeed"
 STATE_FILE = "train_state.json"
 LANGUAGE_MODEL_LINEAR = (
@@ -62,40 +63,46 @@ def lora_target(cfg: TrainConfig) -> str | list[str]:
     return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
 
 
-def candidate_rows(run: RunDir, splits: tuple[str, ...]) -> pa.Table:
-    """Samples of the given splits joined with their items' title and images."""
-    samples = run.read_table("samples")
-    samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
-    items = run.read_table("dataset", "items.parquet").select(
-        ["item_id", "title", "image_paths", "image_bytes"]
+def training_run_name(config: PipelineConfig, samples_marker: dict[str, Any]) -> str:
+    """The Ray Train run name: a fingerprint of what training reads.
+
+    The train, recommender and model settings and the samples' completion marker (which
+    changes whenever build-samples writes anew). A rerun with the same inputs resumes
+    from its checkpoints; a changed setting trains afresh instead of restoring an
+    unrelated checkpoint.
+    """
+    reads = {
+        "train": config.train.model_dump(
+            mode="json", exclude={"fail_once_at_epoch", "max_failures"}
+        ),
+        "recommender": config.recommender.model_dump(mode="json"),
+        "mllm": config.mllm.model_dump(mode="json"),
+        "domain": config.domain,
+        "max_image_side": config.prepare.max_image_side,
+        "samples": samples_marker,
+    }
+    digest = hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()
+    return f"train-{digest[:16]}"
+
+
+def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
+    """A seeded row order that keeps rows sharing a prompt prefix next to each other.
+
+    Rows of one user at one summary step share the recommender prompt's prefix; they
+    form a unit, units come in random order and rows in random order within each, so
+    a micro-batch computes each shared prefix once (``sft_loss``) instead of per row.
+    """
+    rng = np.random.default_rng(seed)
+    units: dict[tuple[str, int], list[int]] = {}
+    for n, key in enumerate(
+        zip(train["user_id"].to_pylist(), train["step"].to_pylist(), strict=True)
+    ):
+        units.setdefault(key, []).append(n)
+    members = list(units.values())
+    return np.array(
+        [n for u in rng.permutation(len(members)) for n in rng.permutation(members[u])],
+        dtype=np.int64,
     )
-    position = {item: n for n, item in enumerate(items["item_id"].to_pylist())}
-    missing = [i for i in set(samples["item_id"].to_pylist()) if i not in position]
-    if missing:
-        raise RuntimeError(f"samples name items missing from the dataset: {missing[:5]}")
-    rows = pa.array([position[i] for i in samples["item_id"].to_pylist()], pa.int64())
-    joined = items.drop_columns(["item_id"]).take(rows)
-    for name in joined.column_names:
-        samples = samples.append_column(name, joined[name])
-    return samples
-
-
-def requests_for(rows: list[dict], domain: str, max_image_side: int):
-    """Recommender chat requests for candidate rows (text-only when the image is unusable)."""
-    from msr_ray.data.images import ImageError, item_image
-    from msr_ray.models import prompts
-    from msr_ray.models.generation import ChatRequest
-
-    requests = []
-    for row in rows:
-        messages = prompts.recommend_prompt(domain, row["summary"], row["title"] or "")
-        try:
-            image = item_image(row["image_paths"] or [], row["image_bytes"] or [], max_image_side)
-        except ImageError:
-            requests.append(ChatRequest(prompts.strip_images(messages)))
-        else:
-            requests.append(ChatRequest(messages, [image]))
-    return requests
 
 
 def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
@@ -111,21 +118,17 @@ def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _validation_auc(loaded, rows: list[dict], config: PipelineConfig) -> float | None:
+def _validation_auc(recommender, rows: list[dict]) -> float | None:
     from msr_ray.metrics import per_group
-    from msr_ray.models.scoring import score_yes_no
 
     if not rows:
         return None
-    scores = []
-    batch = config.evaluate.batch_size
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        scores += score_yes_no(
-            loaded, requests_for(chunk, config.domain, config.prepare.max_image_side)
-        )
     table = pa.table(
-        {"group": [r["group"] for r in rows], "label": [r["label"] for r in rows], "score": scores}
+        {
+            "group": [r["group"] for r in rows],
+            "label": [r["label"] for r in rows],
+            "score": recommender.score(rows),
+        }
     )
     return float(per_group(table, [1])["auc"].mean())
 
@@ -138,7 +141,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from peft import LoraConfig, get_peft_model
 
     from msr_ray.models.loading import load_model
-    from msr_ray.models.scoring import sft_batch
+    from msr_ray.models.scoring import sft_loss
+    from msr_ray.recommender import Recommender
 
     config = PipelineConfig.model_validate(loop_config["pipeline"])
     cfg = config.train
@@ -159,6 +163,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
     model = get_peft_model(loaded.model, lora)
     loaded.model = model
+    recommender = Recommender(loaded, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = loop_config["optimizer_steps_per_epoch"]
@@ -191,13 +196,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
         ):
             rows = batch.to_pylist()
-            requests = requests_for(rows, config.domain, config.prepare.max_image_side)
-            inputs = sft_batch(loaded, requests, [bool(r["label"]) for r in rows], cfg.max_length)
-            loss = engine(**inputs).loss
+            answers = [bool(r["label"]) for r in rows]
+            loss, batch_tokens = sft_loss(
+                engine, loaded, recommender.prompts(rows), answers, cfg.max_length
+            )
             engine.backward(loss)
             engine.step()
             samples += len(rows)
-            tokens += int(inputs["attention_mask"].sum())
+            tokens += batch_tokens
             elapsed = time.perf_counter() - started
             log.append(
                 {
@@ -205,7 +211,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     "step": len(log),
                     "resumed_at_epoch": start_epoch,
                     "rank": rank,
-                    "loss": float(loss),
+                    "loss": loss.item(),
                     "lr": scheduler.get_last_lr()[0],
                     "samples_per_s": samples / elapsed,
                     "tokens_per_s": tokens / elapsed,
@@ -217,7 +223,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             f"epoch-{epoch:03d}-rank-{rank}.jsonl",
         )
         engine.eval()
-        valid_auc = _validation_auc(loaded, valid_rows, config) if rank == 0 else None
+        valid_auc = _validation_auc(recommender, valid_rows) if rank == 0 else None
         metrics = {
             "epoch": epoch,
             "train_loss": float(np.mean([r["loss"] for r in log])) if log else None,
@@ -241,9 +247,9 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
 
     run.require("samples", "build-samples")
     cfg = config.train
-    train = candidate_rows(run, ("train",))
+    train = candidate_rows(run, config, ("train",))
     available = train.num_rows
-    order = np.random.default_rng(cfg.seed).permutation(train.num_rows)
+    order = prefix_unit_order(train, cfg.seed)
     # Every worker must take the same number of steps: keep a multiple of the global batch.
     global_batch = cfg.num_workers * cfg.micro_batch_size
     usable = (train.num_rows // global_batch) * global_batch
@@ -252,7 +258,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             f"{train.num_rows} training rows: fewer than one global batch of {global_batch}"
         )
     train = train.take(pa.array(order[:usable]))
-    valid = candidate_rows(run, ("valid",))
+    valid = candidate_rows(run, config, ("valid",))
     groups = sorted(set(valid["group"].to_pylist()))[: cfg.max_valid_groups]
     valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups, pa.string())))
     micro_steps = usable // global_batch
@@ -271,7 +277,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name="train",
+            name=training_run_name(config, run.completion("samples")),
             storage_path=run.path("_ray_train")
             if "://" not in run.uri
             else f"{run.uri.rstrip('/')}/_ray_train",
@@ -291,6 +297,8 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "num_workers": cfg.num_workers,
         "zero_stage": cfg.zero_stage,
+        "prompt_version": RECOMMEND_PROMPT_VERSION,
+        "recommender": config.recommender.model_dump(),
         "final": result.metrics,
     }
     with run.stage_output(STAGE) as out, result.checkpoint.as_directory() as folder:
@@ -301,18 +309,3 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
                     dst.write(src.read())
         out.metadata.update(summary)
     return summary
-
-
-def adapter_dir(run: RunDir) -> str:
-    """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
-    run.require(STAGE, "train")
-    if isinstance(run.fs, pafs.LocalFileSystem):
-        return run.path(STAGE, ADAPTER)
-    local = tempfile.mkdtemp(prefix="msr-ray-adapter-")
-    pafs.copy_files(
-        run.path(STAGE, ADAPTER),
-        local,
-        source_filesystem=run.fs,
-        destination_filesystem=pafs.LocalFileSystem(),
-    )
-    return local

@@ -264,7 +264,7 @@ class UserPlan:
 
 def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
     """Read the dataset and item summaries; check every history; list the expected rows."""
-    from msr_ray.stages.prepare import read_dataset
+    from msr_ray.tables import read_dataset
 
     _, sequences = read_dataset(run)
     catalog = _catalog(run)

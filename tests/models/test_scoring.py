@@ -3,14 +3,24 @@ import torch
 from PIL import Image
 
 from msr_ray.models import prompts
-from msr_ray.models.generation import ChatRequest
-from msr_ray.models.scoring import IGNORE_INDEX, answer_ids, answer_tokens, score_yes_no, sft_batch
+from msr_ray.models.scoring import (
+    answer_ids,
+    answer_tokens,
+    encode_prompts,
+    score_full,
+    score_shared,
+    sft_loss,
+    split_prompt,
+)
 
 RED, BLUE = Image.new("RGB", (40, 40), (220, 20, 20)), Image.new("RGB", (40, 40), (20, 20, 220))
 
 
-def _request(image, title="Clip"):
-    return ChatRequest(prompts.recommend_prompt("video", "The user likes clips.", title), [image])
+def _prompt(loaded, image, title="Clip", preference="The user likes clips.", order="shared-prefix"):
+    messages = prompts.recommend_prompt("video", preference, title, order=order)
+    if image is None:
+        return split_prompt(loaded, prompts.strip_images(messages), [])
+    return split_prompt(loaded, messages, [image])
 
 
 def test_answer_tokens_come_from_the_chat_template(tiny_mllm, embedded_llm):
@@ -21,35 +31,53 @@ def test_answer_tokens_come_from_the_chat_template(tiny_mllm, embedded_llm):
         assert ids.no == answer_tokens(loaded, "No")[0] and ids.yes != ids.no
 
 
-def test_sft_labels_cover_only_the_answer_and_match_scorer(tiny_mllm):
-    batch = sft_batch(
-        tiny_mllm, [_request(RED), _request(BLUE, "Longer title here")], [True, False], 512
-    )
-    ids = answer_ids(tiny_mllm)
-    for labels, expected in zip(batch["labels"], [ids.yes, ids.no], strict=True):
-        taught = labels[labels != IGNORE_INDEX].tolist()
-        assert taught == answer_tokens(tiny_mllm, "Yes" if expected == ids.yes else "No")
-        assert taught[0] == expected
-    with pytest.raises(ValueError, match="exceeds"):
-        sft_batch(tiny_mllm, [_request(RED)], [True], 10)
+def test_prompt_splits_after_the_shared_part(tiny_mllm):
+    first = _prompt(tiny_mllm, RED, "First")
+    second = _prompt(tiny_mllm, BLUE, "Second")
+    assert first.prefix == second.prefix and "The user likes clips." in first.prefix
+    assert "<image>" not in first.prefix and first.suffix.startswith("<image>")
+    assert "'First'" in first.suffix and first.suffix.endswith("assistant\n")
+    paper = _prompt(tiny_mllm, RED, "First", order="paper")
+    assert "The user likes clips." in paper.suffix and "clips" not in paper.prefix
+    # The marker never reaches the model, even when a title carries it.
+    hostile = _prompt(tiny_mllm, RED, f"x{prompts.SPLIT}y")
+    assert prompts.SPLIT not in hostile.prefix + hostile.suffix
+    encoded = encode_prompts(tiny_mllm, [first, second, paper])
+    assert encoded.owner == [0, 0, 1] and len(encoded.prefixes) == 2
 
 
-def test_scores_in_unit_interval_and_training_separates_patterns(tiny_mllm):
+@pytest.mark.parametrize("order", ["shared-prefix", "paper"])
+def test_shared_prefix_scores_equal_full_prompt_scores(tiny_mllm, order):
+    batch = [
+        _prompt(tiny_mllm, image, title, preference, order)
+        for preference in ("Likes red.", "A much longer preference about blue clips and more.")
+        for image, title in ((RED, "A"), (BLUE, "A longer title"), (None, "No image here"))
+    ]
+    full, shared = score_full(tiny_mllm, batch), score_shared(tiny_mllm, batch)
+    assert shared == pytest.approx(full, abs=1e-5)
+    assert len(set(round(s, 6) for s in shared)) > 3  # the candidates really differ
+
+
+def test_sft_loss_teaches_the_answer_the_scorer_reads(tiny_mllm):
     model = tiny_mllm.model
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    requests = [_request(RED), _request(BLUE)]
-    before = score_yes_no(tiny_mllm, requests)
+    batch = [_prompt(tiny_mllm, RED), _prompt(tiny_mllm, BLUE, "Longer title here")]
+    before = score_shared(tiny_mllm, batch)
     assert all(0.0 <= p <= 1.0 for p in before)
+    with pytest.raises(ValueError, match="exceeds"):
+        sft_loss(model, tiny_mllm, batch, [True, False], 10)
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    batch = sft_batch(tiny_mllm, requests, [True, False], 512)
-    for _ in range(80):
-        loss = model(**batch).loss
+    losses = []
+    for _ in range(60):
+        loss, tokens = sft_loss(model, tiny_mllm, batch, [True, False], 512)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        losses.append(loss.item())
     model.eval()
-    red, blue = score_yes_no(tiny_mllm, requests)
+    red, blue = score_shared(tiny_mllm, batch)
     model.load_state_dict(state)
+    assert losses[-1] < losses[0] / 4 and tokens > 20
     assert red > 0.9 and blue < 0.1, (before, red, blue)

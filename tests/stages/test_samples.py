@@ -76,3 +76,24 @@ def test_a_user_without_enough_unseen_items_is_counted_not_fatal():
     assert skipped == {"too_few_unseen_items": 1}  # greedy saw 10 of 12 items: 5 can't be drawn
     assert set(table["user_id"].to_pylist()) == {"ok"}
     assert table.num_rows == 2 + 6 + 6  # one training pair, valid and test lists of 1 + 5
+
+
+def test_every_item_targets_pair_each_train_item_with_the_latest_preceding_summary():
+    pool = [f"i{n}" for n in range(40)]
+    history = ["i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8"]  # 7 train, valid i7, test i8
+    sequences = _sequences({"u": history})
+    summaries = _summaries([("u", 3, "S3"), ("u", 6, "S6"), ("u", 7, "S7")])
+    dense, _ = build_samples(sequences, summaries, pool, 1, 20, 5, "every-item")
+    train = [r for r in dense.to_pylist() if r["split"] == "train"]
+    positives = [(r["group"], r["step"], r["item_id"], r["summary"]) for r in train if r["label"]]
+    assert positives == [
+        ("train:u:3", 3, "i3", "S3"),
+        ("train:u:4", 3, "i4", "S3"),
+        ("train:u:5", 3, "i5", "S3"),
+        ("train:u:6", 6, "i6", "S6"),
+    ]
+    assert len(train) == 8 and not {r["item_id"] for r in train if not r["label"]} & set(history)
+    # The groups at the boundaries and the candidate lists are those of the reference mode.
+    sparse, _ = build_samples(sequences, summaries, pool, 1, 20, 5, "boundaries")
+    shared = [r for r in dense.to_pylist() if r["group"] in set(sparse["group"].to_pylist())]
+    assert shared == sparse.to_pylist()

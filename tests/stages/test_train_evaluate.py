@@ -1,11 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 
+from msr_ray.config import with_overrides
 from msr_ray.pipeline import run_stage
+from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.stages.evaluate import CandidateScorer
-from msr_ray.stages.train import adapter_dir, candidate_rows
 
 
 def _logs(run: RunDir, epoch: int) -> list[dict]:
@@ -48,8 +50,59 @@ def test_adapter_is_standard_peft_and_evaluate_beats_chance(trained):
     assert metrics_file["mllm-msr"]["test"]["auc"] == test["auc"]
     # The adapter loaded with PEFT, merged, reproduces the stage's scores.
     scorer = CandidateScorer(config, adapter)
-    rows = candidate_rows(run, ("test",)).slice(0, 6)
+    rows = candidate_rows(run, config, ("test",)).slice(0, 6)
     again = scorer(rows).to_pylist()
     by_key = {(r["group"], r["item_id"]): r["score"] for r in scores}
     for row in again:
         assert row["score"] == pytest.approx(by_key[(row["group"], row["item_id"])], abs=1e-5)
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    return ranks
+
+
+def test_bf16_scores_rank_like_fp32_scores(trained):
+    config, run, _ = trained
+    rows = candidate_rows(run, config, ("valid", "test")).to_pylist()
+    scores = {
+        dtype: Recommender.load(
+            with_overrides(config, [f"mllm.dtype={dtype}"]), adapter_dir(run)
+        ).score(rows)
+        for dtype in ("float32", "bfloat16")
+    }
+    spearman = np.corrcoef(_ranks(scores["float32"]), _ranks(scores["bfloat16"]))[0, 1]
+    assert spearman >= 0.95, spearman
+    assert max(abs(a - b) for a, b in zip(*scores.values(), strict=True)) < 0.1
+
+
+def test_training_order_keeps_rows_sharing_a_prefix_together():
+    import pyarrow as pa
+
+    from msr_ray.stages.train import prefix_unit_order
+
+    users = [f"u{n % 5}" for n in range(40)]
+    steps = [3 + 3 * (n % 2) for n in range(40)]
+    table = pa.table({"user_id": users, "step": steps})
+    order = prefix_unit_order(table, seed=1)
+    assert sorted(order.tolist()) == list(range(40))
+    keys = [(users[n], steps[n]) for n in order]
+    runs = [k for n, k in enumerate(keys) if n == 0 or k != keys[n - 1]]
+    assert len(runs) == len(set(keys)) == 10  # each unit is one contiguous run
+    assert order.tolist() == prefix_unit_order(table, seed=1).tolist()
+    assert order.tolist() != prefix_unit_order(table, seed=2).tolist()
+
+
+def test_training_run_is_keyed_by_what_training_reads():
+    from msr_ray.config import PipelineConfig
+    from msr_ray.stages.train import training_run_name
+
+    config, marker = PipelineConfig(), {"completed_at": 1.0}
+    name = training_run_name(config, marker)
+    drill = with_overrides(config, ["train.fail_once_at_epoch=1", "train.max_failures=3"])
+    assert training_run_name(drill, marker) == name  # a drill resumes the same run
+    for changed in ("train.learning_rate=0.1", "train.seed=3", "recommender.prompt_order=paper"):
+        assert training_run_name(with_overrides(config, [changed]), marker) != name, changed
+    assert training_run_name(config, {"completed_at": 2.0}) != name  # new samples
