@@ -209,6 +209,9 @@ class TrainConfig(_Strict):
     learning_rate, weight_decay, warmup_ratio: AdamW and linear warmup/decay.
     epochs, micro_batch_size, gradient_accumulation_steps, max_grad_norm: loop settings.
     max_length: longest prompt+answer in tokens.
+    prefix_gradient: back-propagate through the prompt prefix that rows of one user
+        share (exact gradient). False runs that prefix without gradient: LoRA then
+        learns through the candidates' tokens only, and a step costs about half.
     max_failures: worker failures Ray Train recovers from (restart from checkpoint).
     max_valid_groups: validation candidate lists scored for the per-epoch AUC.
     fail_once_at_epoch: fault-injection switch for tests and drills: the last worker
@@ -234,6 +237,7 @@ class TrainConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(512, gt=0)
+    prefix_gradient: bool = True
     max_failures: int = Field(1, ge=0)
     max_valid_groups: int = Field(50, ge=0)
     fail_once_at_epoch: int | None = Field(None, ge=0)

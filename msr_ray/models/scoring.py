@@ -161,7 +161,13 @@ def _text_config(model):
 
 
 def _answer_logits(
-    model, encoded: EncodedPrompts, tails: list[list[int]], keep: int, pad: int, device
+    model,
+    encoded: EncodedPrompts,
+    tails: list[list[int]],
+    keep: int,
+    pad: int,
+    device,
+    prefix_gradient: bool = True,
 ) -> torch.Tensor:
     """Logits at the last ``keep`` positions of every prefix + suffix + tail sequence.
 
@@ -172,13 +178,14 @@ def _answer_logits(
     from transformers import DynamicCache
 
     prefix_ids, prefix_mask = _left_pad(encoded.prefixes, pad, device)
-    prefix = model(
-        input_ids=prefix_ids,
-        attention_mask=prefix_mask,
-        position_ids=_positions(prefix_mask),
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    with torch.set_grad_enabled(prefix_gradient and torch.is_grad_enabled()):
+        prefix = model(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask,
+            position_ids=_positions(prefix_mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )
     owner = torch.tensor(encoded.owner, device=device)
     cache = DynamicCache(
         ddp_cache_data=[
@@ -251,13 +258,16 @@ def sft_loss(
     prompts: Sequence[SplitPrompt],
     answers: Sequence[bool],
     max_length: int,
+    prefix_gradient: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """Cross-entropy on the answer tokens only (in fp32), and the tokens the batch holds.
 
     ``model`` is what runs the forward pass (the PEFT model, or the DeepSpeed engine
     around it). Prompts sharing a prefix compute it once, as at scoring time, so the
     first answer token is predicted from exactly the position the scorer reads. A
-    prompt longer than ``max_length`` with its answer raises.
+    prompt longer than ``max_length`` with its answer raises. ``prefix_gradient=False``
+    runs the shared prefixes without gradient: the loss then trains the model through
+    the candidates' tokens only, and a step costs about half as much.
     """
     encoded = encode_prompts(loaded, prompts)
     targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
@@ -267,7 +277,9 @@ def sft_loss(
             raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
     longest = max(len(t) for t in targets)
     pad = loaded.tokenizer.pad_token_id
-    logits = _answer_logits(model, encoded, targets, longest + 1, pad, loaded.device)
+    logits = _answer_logits(
+        model, encoded, targets, longest + 1, pad, loaded.device, prefix_gradient
+    )
     labels = torch.tensor(
         [[IGNORE_INDEX] * (longest - len(t)) + t for t in targets], device=logits.device
     )

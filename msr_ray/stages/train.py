@@ -198,7 +198,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             rows = batch.to_pylist()
             answers = [bool(r["label"]) for r in rows]
             loss, batch_tokens = sft_loss(
-                engine, loaded, recommender.prompts(rows), answers, cfg.max_length
+                engine,
+                loaded,
+                recommender.prompts(rows),
+                answers,
+                cfg.max_length,
+                cfg.prefix_gradient,
             )
             engine.backward(loss)
             engine.step()

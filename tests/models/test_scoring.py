@@ -81,3 +81,20 @@ def test_sft_loss_teaches_the_answer_the_scorer_reads(tiny_mllm):
     model.load_state_dict(state)
     assert losses[-1] < losses[0] / 4 and tokens > 20
     assert red > 0.9 and blue < 0.1, (before, red, blue)
+
+
+def test_loss_without_prefix_gradient_has_the_same_value_and_a_cheaper_gradient(tiny_mllm):
+    batch = [_prompt(tiny_mllm, RED), _prompt(tiny_mllm, BLUE, "Other")]
+    model = tiny_mllm.model
+    weight = model.model.language_model.layers[0].self_attn.q_proj.weight
+    grads, values = [], []
+    for prefix_gradient in (True, False):
+        loss, _ = sft_loss(model, tiny_mllm, batch, [True, False], 512, prefix_gradient)
+        model.zero_grad()
+        loss.backward()
+        values.append(loss.item())
+        grads.append(weight.grad.clone())
+    model.zero_grad()
+    assert values[1] == pytest.approx(values[0], abs=1e-6)
+    # The queries of the prefix tokens get no gradient any more; the candidates' still do.
+    assert grads[1].abs().sum() > 0 and not torch.allclose(grads[0], grads[1])
