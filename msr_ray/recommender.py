@@ -79,8 +79,9 @@ class Recommender:
     def score(self, rows: Sequence[dict[str, Any]]) -> list[float]:
         """P(yes) of every candidate row, in row order.
 
-        Rows are grouped by their prefix (one user's summary); each group's prefix is
-        computed once and its candidates scored in batches of ``batch_size``.
+        Rows are grouped by their prefix (one user's summary) and scored in batches of
+        up to ``batch_size`` candidates of one group; each batch computes the group's
+        prefix once (so once per user for candidate lists up to ``batch_size``).
         """
         split = self.prompts(rows)
         groups: dict[str, list[int]] = {}
