@@ -39,7 +39,14 @@ ARMS = {
 
 
 def _prepare(run_dir: str, users: int) -> None:
-    config = load_config(None, [f"run_dir={run_dir}", f"prepare.synthetic.num_users={users}"])
+    config = load_config(
+        None,
+        [
+            f"run_dir={run_dir}",
+            f"prepare.synthetic.num_users={users}",
+            "prepare.min_item_interactions=1",  # a throughput bench: keep every item
+        ],
+    )
     run_stage("prepare", config)
     run = RunDir(run_dir)
     items, sequences = read_dataset(run)
