@@ -99,17 +99,20 @@ class Recommender:
         return scores
 
 
+def item_descriptions(run: RunDir) -> dict[str, str]:
+    """Each item's summary (from summarize-items), shown as the candidate's description."""
+    run.require("item_summaries", "summarize-items")
+    table = run.read_table("item_summaries")
+    return dict(zip(table["item_id"].to_pylist(), table["summary"].to_pylist(), strict=True))
+
+
 def candidate_rows(run: RunDir, config: PipelineConfig, splits: tuple[str, ...]) -> pa.Table:
     """Samples of the given splits joined with their items (and item summaries when shown)."""
     samples = run.read_table("samples")
     samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
     items = run.read_table("dataset", "items.parquet").select(ITEM_COLUMNS)
     if config.recommender.candidate_description:
-        run.require("item_summaries", "summarize-items")
-        described = run.read_table("item_summaries")
-        text = dict(
-            zip(described["item_id"].to_pylist(), described["summary"].to_pylist(), strict=True)
-        )
+        text = item_descriptions(run)
         descriptions = [text.get(item) for item in items["item_id"].to_pylist()]
         items = items.append_column("description", pa.array(descriptions, pa.string()))
     position = {item: n for n, item in enumerate(items["item_id"].to_pylist())}

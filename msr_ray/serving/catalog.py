@@ -7,10 +7,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
 from msr_ray.rundir import RunDir
 from msr_ray.serving.requests import RecommendRequest, RequestError
-
-ITEM_COLUMNS = ["item_id", "title", "image_paths", "image_bytes"]
 
 
 @dataclass(frozen=True)
@@ -24,16 +23,13 @@ class Preference:
 class ServingCatalog:
     """Items by id and each user's latest preference summary, held in memory."""
 
-    def __init__(self, items: pa.Table, summaries: pa.Table, descriptions: pa.Table | None = None):
+    def __init__(
+        self, items: pa.Table, summaries: pa.Table, descriptions: dict[str, str] | None = None
+    ):
         self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
         if descriptions is not None:
-            for item, text in zip(
-                descriptions["item_id"].to_pylist(),
-                descriptions["summary"].to_pylist(),
-                strict=True,
-            ):
-                if item in self.items:
-                    self.items[item]["description"] = text
+            for item, row in self.items.items():
+                row["description"] = descriptions.get(item)
         self.preferences: dict[str, Preference] = {}
         for user, step, summary in zip(
             summaries["user_id"].to_pylist(),
@@ -51,10 +47,7 @@ class ServingCatalog:
         recommender shows them); those stages must be complete."""
         run.require("dataset", "prepare")
         run.require("user_summaries", "summarize-users")
-        descriptions = None
-        if with_descriptions:
-            run.require("item_summaries", "summarize-items")
-            descriptions = run.read_table("item_summaries")
+        descriptions = item_descriptions(run) if with_descriptions else None
         return cls(
             run.read_table("dataset", "items.parquet"),
             run.read_table("user_summaries"),

@@ -40,7 +40,7 @@ def test_malformed_requests_are_400_with_the_reason(payload, message):
     assert (info.value.status, info.value.reason) == (400, "malformed")
 
 
-def _catalog() -> ServingCatalog:
+def _catalog(descriptions: dict[str, str] | None = None) -> ServingCatalog:
     items = pa.table(
         {
             "item_id": ["a", "b"],
@@ -52,7 +52,7 @@ def _catalog() -> ServingCatalog:
     summaries = pa.table(
         {"user_id": ["u1", "u1", "u2"], "step": [6, 3, 3], "summary": ["new", "old", "x"]}
     )
-    return ServingCatalog(items, summaries)
+    return ServingCatalog(items, summaries, descriptions)
 
 
 def test_catalog_serves_the_latest_summary_with_each_candidate():
@@ -62,7 +62,9 @@ def test_catalog_serves_the_latest_summary_with_each_candidate():
         ("b", "B", "new"),
         ("a", "A", "new"),
     ]
-    assert rows[0]["image_bytes"] == [b"png"]
+    assert rows[0]["image_bytes"] == [b"png"] and "description" not in rows[0]
+    _, described = _catalog({"a": "About A."}).candidate_rows(RecommendRequest("u1", ("b", "a")))
+    assert [r["description"] for r in described] == [None, "About A."]
 
 
 def test_unknown_user_and_items_are_404():
