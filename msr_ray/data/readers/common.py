@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from msr_ray.data.images import ImageError, load_image
+from msr_ray.data.images import ImageError, contained_path, load_image
 from msr_ray.data.quarantine import Quarantine
 from msr_ray.data.schemas import INTERACTIONS, ITEMS, DataError
 
@@ -70,12 +70,10 @@ def parse_timestamp(value: Any) -> int | None:
 
 
 def _resolve_image(value: Any, base_dir: str) -> str | bytes:
+    """Image bytes as they are; a path resolved and confined to the dataset folder."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    text = str(value).strip()
-    if "://" in text:
-        return text
-    return os.path.abspath(os.path.join(base_dir, text))
+    return contained_path(str(value), base_dir)
 
 
 def build_dataset(
@@ -122,20 +120,14 @@ def build_dataset(
             continue
         paths, blobs = [], []
         for value in row.get("images") or []:
-            source = _resolve_image(value, image_base_dir)
-            if verify_images:
-                try:
+            try:
+                source = _resolve_image(value, image_base_dir)
+                if verify_images:
                     load_image(source, max_image_side)
-                except ImageError as exc:
-                    quarantine.add(
-                        "images",
-                        file,
-                        line,
-                        "image",
-                        exc.reason,
-                        source if isinstance(source, str) else f"<{len(source)} bytes>",
-                    )
-                    continue
+            except ImageError as exc:
+                shown = value if isinstance(value, str) else f"<{len(value)} bytes>"
+                quarantine.add("images", file, line, "image", exc.reason, shown)
+                continue
             (blobs if isinstance(source, bytes) else paths).append(source)
         items[item_id] = {
             "item_id": item_id,
