@@ -14,7 +14,11 @@ from msr_ray.config import ConfigError, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import run_pipeline, run_stage
-from msr_ray.rundir import MissingStageOutput, RunDir
+from msr_ray.rundir import MissingStageOutput, NotARunDirectory, RunDir, RunDirLocked
+
+# Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
+# no traceback.
+USER_ERRORS = (MissingStageOutput, DataError, NotARunDirectory, RunDirLocked)
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
@@ -74,7 +78,7 @@ def _print_summary(summary: dict) -> None:
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     try:
         summary = run_stage(command, config, force=force, address=address)
-    except (MissingStageOutput, DataError) as exc:
+    except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
 
@@ -161,21 +165,24 @@ def _run_all(
     config: PipelineConfig, force: bool, address: str | None, compare: bool = False
 ) -> None:
     """Run the pipeline; with ``compare``, also score the baselines and write the report."""
+    from msr_ray import provenance
     from msr_ray.baselines.runner import BASELINES, run_baseline
     from msr_ray.report import build_report, collect_metrics
 
     try:
         summaries = run_pipeline(config, force=force, address=address)
-    except (MissingStageOutput, DataError) as exc:
+        for summary in summaries:
+            _print_summary(summary)
+        run = RunDir(config.run_dir)
+        if compare and run.is_complete("eval"):
+            with run.lock():
+                for model, name in BASELINES.items():
+                    current = provenance.state("baselines", config, run, f"baselines/{name}")
+                    if force or current != "current":
+                        run_baseline(config, run, model)
+                click.echo(f"Report: {build_report(run)['path']}")
+    except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
-    for summary in summaries:
-        _print_summary(summary)
-    run = RunDir(config.run_dir)
-    if compare and run.is_complete("eval"):
-        for model, name in BASELINES.items():
-            if force or not run.is_complete(f"baselines/{name}"):
-                run_baseline(config, run, model)
-        click.echo(f"Report: {build_report(run)['path']}")
     if run.is_complete("eval"):
         click.echo(format_table(collect_metrics(run), split=config.evaluate.splits[-1]))
     click.echo(f"Run directory: {run.root}")
@@ -201,14 +208,15 @@ def baseline(config_path, overrides, run_dir, force, address, models):
     from msr_ray.baselines.runner import run_baseline
 
     config = _load(config_path, overrides, run_dir)
-    run = RunDir(config.run_dir)
     results = {}
-    for model in models:
-        try:
-            summary = run_baseline(config, run, model)
-        except (MissingStageOutput, DataError) as exc:
-            raise click.ClickException(str(exc)) from None
-        results[summary["model"]] = summary["metrics"]
+    try:
+        run = RunDir(config.run_dir)
+        with run.lock():
+            for model in models:
+                summary = run_baseline(config, run, model)
+                results[summary["model"]] = summary["metrics"]
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(format_table(results, split=config.evaluate.splits[-1]))
 
 
@@ -216,14 +224,19 @@ def baseline(config_path, overrides, run_dir, force, address, models):
 @_common_options
 @click.option("--max-users", default=6, show_default=True, help="User cards to show.")
 def report(config_path, overrides, run_dir, force, address, max_users):
-    """Render <run>/report/index.html: dataset, metrics with CIs, plots, user cards.
+    """Render <run>/report/<version>/index.html: dataset, metrics with CIs, plots, user cards.
 
     Sections appear for whatever the run holds; images are copied so it opens offline.
     """
     from msr_ray.report import build_report
 
     config = _load(config_path, overrides, run_dir)
-    _print_summary(build_report(RunDir(config.run_dir), max_users))
+    try:
+        run = RunDir(config.run_dir)
+        with run.lock():
+            _print_summary(build_report(run, max_users))
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from msr_ray import provenance
 from msr_ray.config import PipelineConfig, dump_config
 from msr_ray.rundir import RunDir, absolute_location
 
@@ -35,36 +36,39 @@ STAGES: list[StageInfo] = [
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}
 
 
-def open_run(config: PipelineConfig) -> RunDir:
-    """Open the run directory and record the resolved config in it."""
-    run = RunDir(config.run_dir)
-    run.write_text(dump_config(config), "config.yaml")
-    return run
-
-
 def run_stage(
     command: str, config: PipelineConfig, force: bool = False, address: str | None = None
 ) -> dict[str, Any]:
-    """Run one stage; skip it when its complete output exists (unless ``force``)."""
+    """Run one stage under the run's writer lock; skip it when its output is current.
+
+    Current means built from this config's relevant fields and today's upstream outputs
+    (``msr_ray.provenance``); ``force`` rebuilds it anyway. The old output stays readable
+    until the new one is committed. ``config.yaml`` records the config of the last stage
+    that ran (a skipped stage leaves it alone).
+    """
     config = config.model_copy(update={"run_dir": absolute_location(config.run_dir)})
     stage = STAGES_BY_COMMAND[command]
     module = importlib.import_module(stage.module)
-    run = open_run(config)
-    if run.is_complete(stage.output) and not force:
-        log.info("%s: complete output exists in %s, skipped", command, run.path(stage.output))
-        return {"stage": command, "skipped": True, **run.completion(stage.output)}
-    if force:
-        run.invalidate(stage.output)
-    if stage.needs_ray:
-        from msr_ray.cluster import init_ray
+    run = RunDir(config.run_dir)
+    with run.lock():
+        if not force and provenance.state(stage.output, config, run) == "current":
+            log.info("%s: current output in %s, skipped", command, run.path(stage.output))
+            return {"stage": command, "skipped": True, **run.completion(stage.output)}
+        provenance.check_upstream(stage.output, config, run)
+        run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
+        if force:
+            run.drop_parts(stage.output)
+        run.write_text(dump_config(config), "config.yaml")
+        if stage.needs_ray:
+            from msr_ray.cluster import init_ray
 
-        init_ray(address)
-    start = time.perf_counter()
-    summary = module.run(config, run)
-    summary = {"stage": command, "skipped": False, **summary}
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    run.write_json(summary, "summaries", f"{stage.output}.json")
-    return summary
+            init_ray(address)
+        start = time.perf_counter()
+        summary = module.run(config, run)
+        summary = {"stage": command, "skipped": False, **summary}
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        run.write_json(summary, "summaries", f"{stage.output}.json")
+        return summary
 
 
 def run_pipeline(
@@ -72,10 +76,12 @@ def run_pipeline(
 ) -> list[dict[str, Any]]:
     """Run every stage in order; stop after one whose output is partial. Their summaries."""
     summaries = []
-    for stage in STAGES:
-        summary = run_stage(stage.command, config, force=force, address=address)
-        summaries.append(summary)
-        if summary.get("complete") is False:
-            # Partial output (e.g. a max_items budget): later stages wait for the rest.
-            break
+    run = RunDir(absolute_location(config.run_dir))
+    with run.lock():
+        for stage in STAGES:
+            summary = run_stage(stage.command, config, force=force, address=address)
+            summaries.append(summary)
+            if summary.get("complete") is False:
+                # Partial output (e.g. a max_items budget): later stages wait for the rest.
+                break
     return summaries

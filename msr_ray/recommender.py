@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from msr_ray.config import PipelineConfig, RecommenderConfig
+from msr_ray.config import PipelineConfig, RecommenderConfig, parse_config
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.models import prompts
 from msr_ray.models.loading import LoadedModel, load_model
@@ -27,6 +27,8 @@ from msr_ray.rundir import RunDir
 
 TRAIN_STAGE = "train"
 ADAPTER = "adapter"
+# The config a trained adapter was trained with, saved next to it in ``train/``.
+CONFIG_FILE = "config.yaml"
 ITEM_COLUMNS = ["item_id", "title", "image_paths", "image_bytes"]
 
 
@@ -126,14 +128,24 @@ def candidate_rows(run: RunDir, config: PipelineConfig, splits: tuple[str, ...])
     return samples
 
 
+def trained_config(run: RunDir, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """The config the run's adapter was trained with (``overrides`` applied on top)."""
+    run.require(TRAIN_STAGE, "train")
+    return parse_config(
+        run.read_text(TRAIN_STAGE, CONFIG_FILE),
+        run.output_path(TRAIN_STAGE, CONFIG_FILE),
+        list(overrides),
+    )
+
+
 def adapter_dir(run: RunDir) -> str:
     """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
     run.require(TRAIN_STAGE, "train")
-    if isinstance(run.fs, pafs.LocalFileSystem):
-        return run.path(TRAIN_STAGE, ADAPTER)
+    if run.local:
+        return run.output_path(TRAIN_STAGE, ADAPTER)
     local = tempfile.mkdtemp(prefix="msr-ray-adapter-")
     pafs.copy_files(
-        run.path(TRAIN_STAGE, ADAPTER),
+        run.output_path(TRAIN_STAGE, ADAPTER),
         local,
         source_filesystem=run.fs,
         destination_filesystem=pafs.LocalFileSystem(),

@@ -233,4 +233,4 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
         with out.fs.open_output_stream(f"{out.path}/index.html") as f:
             f.write(page.encode())
         out.metadata["sections"] = sections
-    return {"path": run.path(STAGE, "index.html"), "sections": sections}
+    return {"path": run.output_path(STAGE, "index.html"), "sections": sections}

@@ -1,16 +1,33 @@
 """Run directories: where every stage reads and writes, locally or on any pyarrow filesystem.
 
-A stage's output is a folder ``<run>/<stage>/``. It is written under a temporary
-name, moved into place and then sealed with a ``_COMPLETE.json`` marker; only a
-sealed folder counts as complete, so a crash mid-write never leaves output that
-looks whole. Resumable stages keep append-only parts under ``<run>/_parts/<stage>/``
-(each part written under a temporary name and renamed).
+Layout and guarantees (the same on a local disk and on an object store such as S3):
+
+- ``_MSR_RAY_RUN.json`` marks a folder as a run directory. A non-empty folder without it
+  is refused, so pointing ``--run-dir`` at the wrong folder changes nothing in it.
+- A stage's output is a folder ``<run>/<stage>/`` holding one version folder per build
+  (``<stage>/<version>/``) and the marker ``<stage>/_COMPLETE.json``. A build writes its
+  files in place into a new version folder; writing the marker, which names the version,
+  lists its files and records the stage's fingerprint, is the commit. Only then is the
+  previous version deleted, so a failing or killed rerun leaves the old output readable,
+  and no directory is ever renamed (object stores cannot rename).
+- Readers resolve ``read_table("dataset", "items.parquet")`` through the marker to the
+  committed version; files of an uncommitted version are never read.
+- Resumable stages keep append-only parts under ``<run>/_parts/<stage>/<key>/``, where the
+  key is the stage's fingerprint, so parts built from other inputs are never counted.
+- One writer at a time: ``lock()`` takes an exclusive lock for a command's duration and a
+  second writer gets ``RunDirLocked`` naming the holder.
+
+Small files (markers, JSON, text, parts) are written atomically: to a temporary name and
+renamed on a local disk, and as one object on an object store (an upload becomes visible
+only when complete).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +40,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 COMPLETE_MARKER = "_COMPLETE.json"
+RUN_MARKER = "_MSR_RAY_RUN.json"
+LOCK_FILE = "_LOCK"
+TEMP_PREFIX = ".tmp-"
+# Stage outputs are at most this many folders deep (``scores/sasrec``).
+MAX_STAGE_DEPTH = 2
 
 
 def absolute_location(uri: str) -> str:
@@ -35,7 +57,15 @@ def absolute_location(uri: str) -> str:
 
 
 class MissingStageOutput(RuntimeError):
-    """A stage needs another stage's complete output, and it is not there."""
+    """A stage needs another stage's complete, current output, and it is not there."""
+
+
+class NotARunDirectory(RuntimeError):
+    """The folder given as a run directory holds other files and no run marker."""
+
+
+class RunDirLocked(RuntimeError):
+    """Another command holds the run directory's writer lock."""
 
 
 @dataclass
@@ -52,9 +82,35 @@ class StageOutput:
         pq.write_table(table, target, filesystem=self.fs)
         return target
 
+    def write_bytes(self, data: bytes, name: str) -> str:
+        """Write one file (``name`` may contain folders) and return its path."""
+        target = f"{self.path}/{name}"
+        parent = target.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        with self.fs.open_output_stream(target) as f:
+            f.write(data)
+        return target
+
+
+# Run directories whose writer lock this process holds, with the nesting depth.
+_HELD: dict[str, int] = {}
+
+
+def _holder() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "since": time.time(),
+    }
+
 
 class RunDir:
-    """A run directory given as a local path or a filesystem URI (``s3://...``)."""
+    """A run directory given as a local path or a filesystem URI (``s3://...``).
+
+    Opening one creates it (with its marker) when it is missing or empty, and raises
+    ``NotARunDirectory`` for a non-empty folder that is not a run.
+    """
 
     def __init__(self, uri: str):
         if "://" in uri:
@@ -63,7 +119,28 @@ class RunDir:
             self.fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
         self.uri = uri
         self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        # Fingerprints of the outputs this process is building (set by the pipeline).
+        self.fingerprints: dict[str, str] = {}
+        self._claim()
+
+    def _claim(self) -> None:
+        if self.exists(RUN_MARKER):
+            return
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.File:
+            raise NotARunDirectory(f"{self.uri} is a file, not a run directory")
+        if info.type == pafs.FileType.Directory:
+            entries = self.fs.get_file_info(pafs.FileSelector(self.root))
+            if entries:
+                names = sorted(e.base_name for e in entries)[:5]
+                raise NotARunDirectory(
+                    f"{self.uri} is not empty and is not an msr-ray run directory (no "
+                    f"{RUN_MARKER}; it holds {', '.join(names)}). Give a new or empty folder "
+                    "as the run directory; nothing in this one was changed."
+                )
         self.fs.create_dir(self.root, recursive=True)
+        self.write_json({"created_at": time.time(), "layout": 2}, RUN_MARKER)
 
     def path(self, *parts: str) -> str:
         """Absolute path (on this run's filesystem) of a file or folder in the run."""
@@ -72,8 +149,14 @@ class RunDir:
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
+    # -- stage outputs ---------------------------------------------------------------
+
+    def completion(self, stage: str) -> dict[str, Any]:
+        """The marker a complete stage was sealed with (version, files, fingerprint...)."""
+        return self.read_json(stage, COMPLETE_MARKER)
+
     def is_complete(self, stage: str) -> bool:
-        """True when the stage's output folder exists and is sealed."""
+        """True when the stage's output has been committed (current or not)."""
         return self.exists(stage, COMPLETE_MARKER)
 
     def require(self, stage: str, command: str) -> None:
@@ -83,75 +166,152 @@ class RunDir:
                 f"no complete {stage}/ in {self.root}: run `msr-ray {command}` first"
             )
 
-    def completion(self, stage: str) -> dict[str, Any]:
-        """The metadata a complete stage was sealed with."""
-        return self.read_json(stage, COMPLETE_MARKER)
+    def output_path(self, *parts: str) -> str:
+        """Path of a file of a committed stage output, resolved to its version folder.
+
+        ``output_path("dataset", "items.parquet")`` -> ``<run>/dataset/<version>/items.parquet``;
+        paths that are not inside a committed stage output are returned unchanged.
+        """
+        return self.path(*self._resolve(parts)[0])
+
+    def _resolve(self, parts: tuple[str, ...]) -> tuple[list[str], dict[str, Any] | None]:
+        """``parts`` with the committed version inserted after the stage, and its marker."""
+        for depth in range(1, min(MAX_STAGE_DEPTH, len(parts)) + 1):
+            if parts[depth : depth + 1] == (COMPLETE_MARKER,):
+                break
+            stage = "/".join(parts[:depth])
+            if self.is_complete(stage):
+                marker = self.completion(stage)
+                return [*parts[:depth], marker["version"], *parts[depth:]], marker
+        return list(parts), None
 
     @contextmanager
     def stage_output(
-        self, stage: str, metadata: dict[str, Any] | None = None
+        self,
+        stage: str,
+        metadata: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> Iterator[StageOutput]:
-        """Write a stage's output atomically.
+        """Write a new version of a stage's output; commit it when the block exits normally.
 
-        Yields a temporary folder; when the block exits normally the folder replaces
-        ``<stage>/`` and is sealed. On an exception the temporary folder is removed
-        and any earlier complete output is left as it was. ``stage`` may be nested
-        (``scores/sasrec``); the temporary folder is its sibling.
+        Yields the new version's folder. On an exception the folder is removed and the
+        earlier committed output, if any, is left as it was. ``fingerprint`` records what
+        the output was built from; by default the one the pipeline set for ``stage`` (None:
+        made outside the pipeline, e.g. imported). ``stage`` may be nested (``scores/x``).
         """
-        parent, _, name = stage.rpartition("/")
-        tmp = self.path(*([parent] if parent else []), f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        self.fs.create_dir(tmp, recursive=True)
-        out = StageOutput(self.fs, tmp, dict(metadata or {}))
+        if fingerprint is None:
+            fingerprint = self.fingerprints.get(stage)
+        version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+        self._remove_uncommitted_versions(stage)
+        folder = self.path(stage, version)
+        self.fs.create_dir(folder, recursive=True)
+        out = StageOutput(self.fs, folder, dict(metadata or {}))
         try:
             yield out
         except BaseException:
-            self.fs.delete_dir(tmp)
+            self.fs.delete_dir(folder)
             raise
-        final = self.path(stage)
-        if self.exists(stage):
-            self.fs.delete_dir(final)
-        self.fs.move(tmp, final)
-        marker = {"stage": stage, "completed_at": time.time(), **out.metadata}
+        previous = self.completion(stage)["version"] if self.is_complete(stage) else None
+        files = sorted(
+            info.path[len(folder) + 1 :]
+            for info in self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+            if info.type == pafs.FileType.File
+        )
+        marker = {
+            **out.metadata,
+            "stage": stage,
+            "version": version,
+            "files": files,
+            "fingerprint": fingerprint,
+            "completed_at": time.time(),
+        }
         self.write_json(marker, stage, COMPLETE_MARKER)
+        if previous and previous != version:
+            self.fs.delete_dir(self.path(stage, previous))
 
-    def invalidate(self, stage: str) -> None:
-        """Forget a stage's output (used by ``--force``): remove the folder and its parts."""
-        for parts in ((stage,), ("_parts", stage)):
-            if self.exists(*parts):
-                self.fs.delete_dir(self.path(*parts))
+    def _remove_uncommitted_versions(self, stage: str) -> None:
+        """Delete version folders of ``stage`` that no marker names (left by a crash)."""
+        if not self.exists(stage):
+            return
+        committed = self.completion(stage)["version"] if self.is_complete(stage) else None
+        for info in self.fs.get_file_info(pafs.FileSelector(self.path(stage))):
+            name = info.base_name
+            if info.type == pafs.FileType.Directory and name.startswith("v") and name != committed:
+                if name[1:21].isdigit():
+                    self.fs.delete_dir(info.path)
 
-    def write_json(self, obj: Any, *parts: str) -> str:
-        """Write JSON atomically (temporary file, then rename)."""
+    # -- resumable parts ---------------------------------------------------------------
+
+    def parts_key(self, stage: str) -> str:
+        """The key of the parts the current build of ``stage`` resumes from: its fingerprint."""
+        return self.fingerprints.get(stage, "unkeyed")
+
+    def append_part(self, table: pa.Table, stage: str, key: str) -> str:
+        """Durably add one Parquet part to a resumable stage's parts for ``key``."""
+        folder = self.path("_parts", stage, key)
+        self.fs.create_dir(folder, recursive=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        if self.local:
+            tmp = f"{folder}/{TEMP_PREFIX}{name}"
+            pq.write_table(table, tmp, filesystem=self.fs)
+            self.fs.move(tmp, f"{folder}/{name}")
+        else:
+            pq.write_table(table, f"{folder}/{name}", filesystem=self.fs)
+        return f"{folder}/{name}"
+
+    def read_parts(self, stage: str, key: str) -> pa.Table | None:
+        """Every committed part of a resumable stage for ``key``, or None when there is none."""
+        if not self.exists("_parts", stage, key):
+            return None
+        try:
+            return self.read_table("_parts", stage, key)
+        except FileNotFoundError:
+            return None
+
+    def drop_parts(self, stage: str) -> None:
+        """Forget every resumable part of a stage (all keys)."""
+        if self.exists("_parts", stage):
+            self.fs.delete_dir(self.path("_parts", stage))
+
+    # -- files -----------------------------------------------------------------------
+
+    def _write_bytes(self, data: bytes, *parts: str) -> str:
         target = self.path(*parts)
         parent = target.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}.json"
+        if not self.local:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return target
+        tmp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+            f.write(data)
         self.fs.move(tmp, target)
         return target
+
+    def write_json(self, obj: Any, *parts: str) -> str:
+        """Write JSON atomically."""
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str)
+        return self._write_bytes(text.encode(), *parts)
+
+    def write_text(self, text: str, *parts: str) -> str:
+        """Write a text file atomically."""
+        return self._write_bytes(text.encode(), *parts)
 
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_text(*parts))
 
     def read_text(self, *parts: str) -> str:
-        with self.fs.open_input_stream(self.path(*parts)) as f:
+        with self.fs.open_input_stream(self.output_path(*parts)) as f:
             return f.read().decode()
 
-    def write_text(self, text: str, *parts: str) -> str:
-        """Write a text file atomically."""
-        target = self.path(*parts)
-        parent = target.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(text.encode())
-        self.fs.move(tmp, target)
-        return target
-
     def read_table(self, *parts: str) -> pa.Table:
-        """Read one Parquet file, or every Parquet file of a folder (hidden files ignored)."""
-        folder = self.path(*parts)
+        """Read one Parquet file, or every Parquet file of a folder (hidden files ignored).
+
+        Inside a committed stage output, only the files its marker lists are read.
+        """
+        resolved, marker = self._resolve(parts)
+        folder = self.path(*resolved)
         if self.fs.get_file_info(folder).type == pafs.FileType.File:
             return pq.read_table(folder, filesystem=self.fs)
         files = sorted(
@@ -161,27 +321,103 @@ class RunDir:
             and info.base_name.endswith(".parquet")
             and not info.base_name.startswith((".", "_"))
         )
+        if marker is not None:
+            version = self.path(marker["stage"], marker["version"])
+            listed = {f"{version}/{name}" for name in marker["files"]}
+            files = [f for f in files if f in listed]
         if not files:
             raise FileNotFoundError(f"no Parquet files in {folder}")
         return pa.concat_tables(
             [pq.read_table(f, filesystem=self.fs) for f in files], promote_options="default"
         )
 
-    def append_part(self, table: pa.Table, stage: str) -> str:
-        """Durably add one Parquet part to a resumable stage's parts folder."""
-        folder = self.path("_parts", stage)
-        self.fs.create_dir(folder, recursive=True)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = f"{folder}/.{name}.tmp"
-        pq.write_table(table, tmp, filesystem=self.fs)
-        self.fs.move(tmp, f"{folder}/{name}")
-        return f"{folder}/{name}"
+    # -- one writer at a time --------------------------------------------------------------
 
-    def read_parts(self, stage: str) -> pa.Table | None:
-        """Every committed part of a resumable stage, or None when there is none."""
-        if not self.exists("_parts", stage):
-            return None
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory's exclusive writer lock for the block.
+
+        Raises ``RunDirLocked`` naming the holder when another command has it. Local: an
+        ``flock`` on ``_LOCK`` (released by the OS when the holder dies). Object stores: a
+        ``_LOCK`` object removed on exit; one left by a killed command must be deleted by
+        hand (the error says so). Leftover temporary files are removed once the lock is held.
+        Re-entrant within one process (``pipeline`` holds it across its stages).
+        """
+        key = f"{type(self.fs).__name__}:{self.root}"
+        if _HELD.get(key):
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        _HELD[key] = 1
         try:
-            return self.read_table("_parts", stage)
-        except FileNotFoundError:
-            return None
+            with self._exclusive():
+                yield
+        finally:
+            del _HELD[key]
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if self.local:
+            with self._local_lock():
+                self._remove_temporary_files()
+                yield
+            return
+        if self.exists(LOCK_FILE):
+            holder = self.read_json(LOCK_FILE)
+            raise RunDirLocked(
+                f"{self.uri} is in use by {_describe(holder)}. If that command is no "
+                f"longer running, delete {self.path(LOCK_FILE)}."
+            )
+        self.write_json(_holder(), LOCK_FILE)
+        try:
+            self._remove_temporary_files()
+            yield
+        finally:
+            self.fs.delete_file(self.path(LOCK_FILE))
+
+    @contextmanager
+    def _local_lock(self) -> Iterator[None]:
+        import fcntl
+
+        path = self.path(LOCK_FILE)
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                try:
+                    holder = json.loads(handle.read() or "{}")
+                except ValueError:
+                    holder = {}
+                raise RunDirLocked(
+                    f"{self.uri} is in use by {_describe(holder)}; wait for it to finish"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(_holder()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_temporary_files(self) -> None:
+        """Delete temporary files that a killed writer left behind."""
+        for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True)):
+            if info.type == pafs.FileType.File and info.base_name.startswith(TEMP_PREFIX):
+                self.fs.delete_file(info.path)
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another command"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    return (
+        f"`{holder.get('command', '?')}` (pid {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, since {since})"
+    )

@@ -25,8 +25,8 @@ def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
     run.require("dataset", "prepare")
     items = run.read_table("dataset", "items.parquet")
     sequences = run.read_table("dataset", "sequences.parquet")
-    validate_table(items, ITEMS, run.path("dataset", "items.parquet"))
-    validate_table(sequences, SEQUENCES, run.path("dataset", "sequences.parquet"))
+    validate_table(items, ITEMS, run.output_path("dataset", "items.parquet"))
+    validate_table(sequences, SEQUENCES, run.output_path("dataset", "sequences.parquet"))
     return items, sequences
 
 

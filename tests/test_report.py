@@ -1,5 +1,6 @@
 import json
 from html.parser import HTMLParser
+from pathlib import Path
 
 from msr_ray.baselines.runner import run_baseline
 from msr_ray.config import load_config
@@ -32,14 +33,16 @@ def test_report_has_every_section_with_existing_images(tmp_path):
         "".join(json.dumps({"rank": 0, "loss": 1.0 / (s + 1)}) + "\n" for s in range(5))
     )
     result = build_report(run, max_users=3)
+    page_path = Path(result["path"])
+    assert page_path.parent.parent == tmp_path / "report"  # report/<version>/index.html
     assert result["sections"] == ["dataset", "metrics", "training", "users"]
     page = _Page()
-    page.feed((tmp_path / "report" / "index.html").read_text())
+    page.feed(page_path.read_text())
     assert page.sections == ["dataset", "metrics", "training", "users"]
     assert "img/metrics-test.png" in page.images and "img/loss.png" in page.images
     for src in page.images:
-        assert (tmp_path / "report" / src).stat().st_size > 0
-    text = (tmp_path / "report" / "index.html").read_text()
+        assert (page_path.parent / src).stat().st_size > 0
+    text = page_path.read_text()
     assert "popularity" in text and "gru4rec" in text and "user u0" in text
 
 

@@ -1,7 +1,11 @@
+import json
+import subprocess
+import sys
+
 import pyarrow as pa
 import pytest
 
-from msr_ray.rundir import RunDir
+from msr_ray.rundir import NotARunDirectory, RunDir, RunDirLocked
 
 
 def _table(n: int) -> pa.Table:
@@ -11,11 +15,13 @@ def _table(n: int) -> pa.Table:
 def test_stage_output_commits_and_seals(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     assert not run.is_complete("stage")
-    with run.stage_output("stage", {"rows": 3}) as out:
+    with run.stage_output("stage", {"rows": 3}, fingerprint="abc") as out:
         out.write_table(_table(3))
         assert not run.is_complete("stage")
     assert run.is_complete("stage")
-    assert run.completion("stage")["rows"] == 3
+    marker = run.completion("stage")
+    assert marker["rows"] == 3 and marker["fingerprint"] == "abc"
+    assert marker["files"] == ["part-00000.parquet"]
     assert run.read_table("stage").num_rows == 3
 
 
@@ -25,8 +31,7 @@ def test_crash_mid_write_leaves_nothing_complete_and_rerun_completes(tmp_path):
         out.write_table(_table(2))
         raise RuntimeError("crash")
     assert not run.is_complete("stage")
-    assert not run.exists("stage")
-    assert [p.name for p in (tmp_path / "run").iterdir()] == []
+    assert list((tmp_path / "run" / "stage").iterdir()) == []
     with run.stage_output("stage") as out:
         out.write_table(_table(4))
     assert run.read_table("stage").num_rows == 4
@@ -43,14 +48,48 @@ def test_crash_while_replacing_keeps_previous_output(tmp_path):
     assert run.read_table("stage").num_rows == 1
 
 
-def test_parts_append_and_invalidate(tmp_path):
+def test_replacing_commits_the_new_version_and_deletes_the_old(tmp_path):
     run = RunDir(str(tmp_path / "run"))
-    assert run.read_parts("users") is None
-    run.append_part(_table(2), "users")
-    run.append_part(_table(3), "users")
-    assert run.read_parts("users").num_rows == 5
-    run.invalidate("users")
-    assert run.read_parts("users") is None
+    with run.stage_output("stage") as out:
+        out.write_table(_table(1))
+    first = run.completion("stage")["version"]
+    with run.stage_output("stage") as out:
+        out.write_table(_table(5))
+        # Until the commit, readers see the old version only.
+        assert run.read_table("stage").num_rows == 1
+    second = run.completion("stage")["version"]
+    assert second != first
+    assert run.read_table("stage").num_rows == 5
+    folders = sorted(p.name for p in (tmp_path / "run" / "stage").iterdir())
+    assert folders == ["_COMPLETE.json", second]
+
+
+def test_files_of_a_killed_build_are_never_read_and_are_removed(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    with run.stage_output("stage") as out:
+        out.write_table(_table(2))
+    version = run.completion("stage")["version"]
+    # A stray file inside the committed version and a killed build's version folder.
+    (tmp_path / "run" / "stage" / version / "stray.parquet").write_bytes(b"junk")
+    killed = tmp_path / "run" / "stage" / "v00000000000000000001-dead00"
+    killed.mkdir()
+    (killed / "part-00000.parquet").write_bytes(b"junk")
+    assert run.read_table("stage").num_rows == 2
+    with run.stage_output("stage") as out:
+        assert not killed.exists()
+        out.write_table(_table(3))
+
+
+def test_parts_are_keyed(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    assert run.read_parts("users", "a") is None
+    run.append_part(_table(2), "users", "a")
+    run.append_part(_table(3), "users", "a")
+    run.append_part(_table(7), "users", "b")
+    assert run.read_parts("users", "a").num_rows == 5
+    assert run.read_parts("users", "b").num_rows == 7
+    run.drop_parts("users")
+    assert run.read_parts("users", "a") is None
 
 
 def test_json_and_uri(tmp_path):
@@ -67,3 +106,53 @@ def test_nested_stage_outputs_are_independent(tmp_path):
             out.write_table(_table(2))
     assert run.is_complete("scores/a") and run.is_complete("scores/b")
     assert sorted(p.name for p in (tmp_path / "run" / "scores").iterdir()) == ["a", "b"]
+    assert run.read_table("scores", "a").num_rows == 2
+
+
+def test_a_folder_that_is_not_a_run_is_refused_and_left_alone(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("mine")
+    (folder / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(NotARunDirectory, match="not an msr-ray run directory"):
+        RunDir(str(folder))
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "holiday.jpg"]
+    assert (folder / "config.yaml").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    RunDir(str(empty))  # an empty folder becomes a run
+    RunDir(str(empty))  # and reopens as one
+
+
+_HOLD = """
+import sys, time
+from msr_ray.rundir import RunDir
+with RunDir(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_writer_at_a_time(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirLocked, match=f"pid {holder.pid}"), run.lock():
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run.lock(), run.lock():  # free again once the holder died; re-entrant
+        (tmp_path / "run" / "stage").mkdir()
+
+
+def test_lock_removes_leftover_temporary_files(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    (tmp_path / "run" / "summaries").mkdir()
+    leftover = tmp_path / "run" / "summaries" / ".tmp-1234abcd"
+    leftover.write_text(json.dumps({}))
+    with run.lock():
+        assert not leftover.exists()

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from msr_ray import provenance
 from msr_ray.baselines.data import eval_groups, sequence_data, train_counts
 from msr_ray.baselines.models import GRU4Rec, SASRec
 from msr_ray.baselines.training import fit, score
@@ -25,7 +26,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
     """Train ``model`` (pop / sasrec / gru4rec) on the train split and score the samples."""
     name = BASELINES[model]
     cfg = config.baselines
-    run.require("samples", "build-samples")
+    provenance.check_upstream("baselines", config, run)
     items, sequences = read_dataset(run)
     data = sequence_data(items, sequences)
     candidates = eval_groups(run.read_table("samples")).to_pylist()
@@ -64,7 +65,8 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
     metrics = evaluate_scores(
         table, config.evaluate.ks, config.evaluate.bootstrap_samples, config.seed
     )
-    with run.stage_output(f"scores/{name}") as out:
+    fingerprint = provenance.fingerprint("baselines", config, run)
+    with run.stage_output(f"scores/{name}", fingerprint=fingerprint) as out:
         out.write_table(table, "scores.parquet")
     summary = {
         "model": name,
@@ -73,7 +75,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         "candidates": table.num_rows,
         "metrics": metrics,
     }
-    with run.stage_output(f"baselines/{name}", {"model": name}) as out:
+    with run.stage_output(f"baselines/{name}", {"model": name}, fingerprint) as out:
         with out.fs.open_output_stream(f"{out.path}/metrics.json") as f:
             f.write(json.dumps({name: metrics}, indent=2).encode())
         with out.fs.open_output_stream(f"{out.path}/training.json") as f:

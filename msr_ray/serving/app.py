@@ -20,7 +20,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from msr_ray.config import ServeConfig, parse_config
+from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir, absolute_location
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import RequestError, parse_request
@@ -33,14 +33,12 @@ class Recommender:
     """One replica: the run's MLLM with the trained adapter merged, its items and summaries."""
 
     def __init__(self, args: dict[str, Any]):
-        from msr_ray.recommender import Recommender, adapter_dir
+        from msr_ray.recommender import Recommender, adapter_dir, trained_config
 
         self.settings = ServeConfig.model_validate(args)
         run = RunDir(self.settings.run_dir)
         adapter = adapter_dir(run)  # first: a run without a trained adapter cannot serve
-        self.config = parse_config(
-            run.read_text("config.yaml"), run.path("config.yaml"), self.settings.overrides
-        )
+        self.config = trained_config(run, self.settings.overrides)
         self.catalog = ServingCatalog.from_run(run, self.config.recommender.candidate_description)
         self.recommender = Recommender.load(self.config, adapter)
         self._score.set_max_batch_size(self.settings.max_batch_requests)

@@ -62,7 +62,9 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     cfg = config.evaluate
     scores = score_candidates(config, run, adapter_dir(run))
     metrics = evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
-    with run.stage_output(f"{SCORES_DIR}/{MODEL_NAME}") as out:
+    # The scores are part of this stage's build: same fingerprint as eval/.
+    fingerprint = run.fingerprints.get(STAGE)
+    with run.stage_output(f"{SCORES_DIR}/{MODEL_NAME}", fingerprint=fingerprint) as out:
         out.write_table(scores, "scores.parquet")
     metadata = {"metrics": metrics, "prompt_version": RECOMMEND_PROMPT_VERSION}
     with run.stage_output(STAGE, metadata) as out:

@@ -123,7 +123,8 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     run.require("dataset", "prepare")
     items = run.read_table("dataset", "items.parquet")
     total = items.num_rows
-    done = _unique(run.read_parts(STAGE))["item_id"]
+    key = run.parts_key(STAGE)
+    done = _unique(run.read_parts(STAGE, key))["item_id"]
     todo = items.filter(pc.invert(pc.is_in(items["item_id"], value_set=done)))
     if cfg.max_items is not None:
         todo = todo.slice(0, cfg.max_items)
@@ -146,13 +147,14 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     with tqdm(total=todo.num_rows, desc="summarize-items", unit="item") as bar:
         for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
-            run.append_part(batch, STAGE)
+            run.append_part(batch, STAGE, key)
             written += batch.num_rows
             generated_tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
             errors.update(e.split(":", 1)[0] for e in batch["error"].to_pylist() if e)
             bar.update(batch.num_rows)
     seconds = time.perf_counter() - start
-    table = _unique(run.read_parts(STAGE))
+    table = _unique(run.read_parts(STAGE, key))
+    table = table.filter(pc.is_in(table["item_id"], value_set=items["item_id"]))
     complete = table.num_rows >= total
     summary = {
         "items": total,

@@ -1,18 +1,19 @@
 """Stage `train`: LoRA SFT of the Yes/No recommender on Ray Train with DeepSpeed.
 
 Driver: join the samples with the items (title, image), shuffle (seeded), and start a
-``TorchTrainer`` (gloo on CPU, nccl on GPU) whose run lives under ``<run>/_ray_train``;
-rerunning after a crash restores the latest checkpoint (same storage path and name).
+``TorchTrainer`` (gloo on CPU, nccl on GPU) whose run lives under
+``<run>/_parts/train/<fingerprint>``; rerunning after a crash with the same inputs and
+settings restores the latest checkpoint.
 Workers: load the MLLM, wrap it in PEFT LoRA (language-model linear layers; projector
 trainable by config), ``deepspeed.initialize`` with a ZeRO config built from the stage
 config and torch's AdamW, train on the answer tokens only, score validation AUC on rank
 0 each epoch, and report a checkpoint holding the PEFT adapter, the DeepSpeed state and
-the epoch. The sealed ``train/`` folder holds the final adapter in the standard layout.
+the epoch. The sealed ``train/`` folder holds the final adapter in the standard layout
+and the config it was trained with (``config.yaml``, what serving loads).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from msr_ray.config import PipelineConfig, TrainConfig
+from msr_ray.config import PipelineConfig, TrainConfig, dump_config
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
-from msr_ray.recommender import ADAPTER, candidate_rows
+from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
 
 STAGE = "train"
@@ -61,28 +62,6 @@ def lora_target(cfg: TrainConfig) -> str | list[str]:
     if cfg.lora_target_modules:
         return cfg.lora_target_modules
     return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
-
-
-def training_run_name(config: PipelineConfig, samples_marker: dict[str, Any]) -> str:
-    """The Ray Train run name: a fingerprint of what training reads.
-
-    The train, recommender and model settings and the samples' completion marker (which
-    changes whenever build-samples writes anew). A rerun with the same inputs resumes
-    from its checkpoints; a changed setting trains afresh instead of restoring an
-    unrelated checkpoint.
-    """
-    reads = {
-        "train": config.train.model_dump(
-            mode="json", exclude={"fail_once_at_epoch", "max_failures"}
-        ),
-        "recommender": config.recommender.model_dump(mode="json"),
-        "mllm": config.mllm.model_dump(mode="json"),
-        "domain": config.domain,
-        "max_image_side": config.prepare.max_image_side,
-        "samples": samples_marker,
-    }
-    digest = hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()
-    return f"train-{digest[:16]}"
 
 
 def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
@@ -282,10 +261,12 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=training_run_name(config, run.completion("samples")),
-            storage_path=run.path("_ray_train")
-            if "://" not in run.uri
-            else f"{run.uri.rstrip('/')}/_ray_train",
+            # Keyed by the stage's fingerprint: a changed setting or new samples train
+            # afresh, an unchanged rerun (a drill, a resumed job) restores its checkpoints,
+            # and --force drops them with the stage's other parts.
+            name=run.parts_key(STAGE),
+            storage_path=run.path("_parts", STAGE),
+            storage_filesystem=None if run.local else run.fs,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -312,5 +293,6 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             with open(os.path.join(folder, ADAPTER, name), "rb") as src:
                 with out.fs.open_output_stream(f"{out.path}/{ADAPTER}/{name}") as dst:
                     dst.write(src.read())
+        out.write_bytes(dump_config(config).encode(), CONFIG_FILE)
         out.metadata.update(summary)
     return summary

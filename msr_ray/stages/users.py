@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from msr_ray.config import PipelineConfig, UsersConfig
+from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import (
     block_start,
     boundaries,
@@ -83,17 +82,22 @@ def check_history(user_id: str, history: list[str], catalog: dict[str, Any]) -> 
 class UserShard:
     """Owns the users routed to one shard; summarizes them block by block, in lockstep."""
 
-    def __init__(self, shard: int, num_shards: int, config: PipelineConfig):
+    def __init__(
+        self, shard: int, num_shards: int, config: PipelineConfig, parts_key: str = "unkeyed"
+    ):
         """Load the LLM, read this shard's users from the run, and restore their state.
 
         Everything comes from the run directory (no object-store arguments), so a
-        restarted shard rebuilds itself from durable storage alone.
+        restarted shard rebuilds itself from durable storage alone. ``parts_key`` names
+        the parts of this build (the stage's fingerprint): parts of other builds are not
+        read.
         """
         from msr_ray.models.loading import load_model
 
         self.shard, self.num_shards = shard, num_shards
         self.spec, self.cfg, self.domain = config.llm, config.users, config.domain
         self.run = RunDir(config.run_dir)
+        self.parts_key = parts_key
         plan = plan_users(config, self.run)
         self.catalog = plan.catalog
         self.users = {
@@ -106,15 +110,9 @@ class UserShard:
 
     def _reload(self) -> None:
         """Restore every persisted summary of this shard's users (after a restart too)."""
-        parts = self.run.read_parts(STAGE)
-        if parts is None:
+        mine = self.run.read_parts(STAGE, self.parts_key)
+        if mine is None:
             return
-        mine = parts.filter(
-            pc.and_(
-                pc.equal(parts["mode"], self.cfg.mode),
-                pc.equal(parts["block_size"], self.cfg.block_size),
-            )
-        )
         for row in mine.select(["user_id", "step", "summary"]).to_pylist():
             if shard_of(row["user_id"], self.num_shards) != self.shard:
                 continue
@@ -172,7 +170,7 @@ class UserShard:
             }
             for (user, step), answer in zip(work, answers, strict=True)
         ]
-        self.run.append_part(pa.Table.from_pylist(rows, schema=SCHEMA), STAGE)
+        self.run.append_part(pa.Table.from_pylist(rows, schema=SCHEMA), STAGE, self.parts_key)
         for row in rows:
             self.users[row["user_id"]].summaries[row["step"]] = row["summary"]
         return {
@@ -228,7 +226,7 @@ def _catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
 class UserSummarizer:
     """Driver side: starts the shards, runs lockstep rounds, and adds up their counts."""
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, parts_key: str):
         import ray
 
         cfg = config.users
@@ -238,7 +236,9 @@ class UserSummarizer:
             max_restarts=-1,
             max_task_retries=-1,
         )
-        self.shards = [actor.remote(i, cfg.num_shards, config) for i in range(cfg.num_shards)]
+        self.shards = [
+            actor.remote(i, cfg.num_shards, config, parts_key) for i in range(cfg.num_shards)
+        ]
         self.totals: Counter[str] = Counter()
 
     def round(self) -> int:
@@ -285,14 +285,11 @@ def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
     return UserPlan(histories, catalog, expected, errors, examples)
 
 
-def persisted(run: RunDir, cfg: UsersConfig) -> pa.Table:
-    """Every persisted summary of this mode and block size, one row per (user, step)."""
-    parts = run.read_parts(STAGE)
+def persisted(run: RunDir, key: str) -> pa.Table:
+    """Every persisted summary of the build ``key``, one row per (user, step)."""
+    parts = run.read_parts(STAGE, key)
     if parts is None:
         return SCHEMA.empty_table()
-    parts = parts.filter(
-        pc.and_(pc.equal(parts["mode"], cfg.mode), pc.equal(parts["block_size"], cfg.block_size))
-    )
     return dedupe(parts, ("user_id", "step"))
 
 
@@ -306,9 +303,10 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
 
     cfg = config.users
     plan = plan_users(config, run)
-    done_before = len(_keys(persisted(run, cfg)) & plan.expected)
+    key = run.parts_key(STAGE)
+    done_before = len(_keys(persisted(run, key)) & plan.expected)
     start = time.perf_counter()
-    summarizer = UserSummarizer(config)
+    summarizer = UserSummarizer(config, key)
     with tqdm(
         total=len(plan.expected), initial=done_before, desc="summarize-users", unit="block"
     ) as bar:
@@ -318,7 +316,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             pending = summarizer.round()
             bar.update(summarizer.totals["summaries"] - before)
     seconds = time.perf_counter() - start
-    table = persisted(run, cfg)
+    table = persisted(run, key)
     missing = plan.expected - _keys(table)
     if missing:
         raise RuntimeError(f"{len(missing)} user summaries missing after the run")

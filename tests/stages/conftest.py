@@ -6,24 +6,22 @@ from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEMS
 from msr_ray.rundir import RunDir
 
+# Tiny models, sized for tests on 2 CPUs (also given to `msr-ray` as --set options).
+TINY_SETTINGS = [
+    "mllm.name=tiny",
+    "llm.name=tiny",
+    "mllm.max_new_tokens=6",
+    "llm.max_new_tokens=6",
+    "items.batch_size=4",
+    "items.resources.num_cpus=0.5",
+    "prepare.synthetic.num_users=12",
+    "prepare.synthetic.num_items=16",
+]
+
 
 def tiny_config(run_dir, *overrides):
     """A pipeline config on tiny models, sized for tests on 2 CPUs."""
-    return load_config(
-        None,
-        [
-            f"run_dir={run_dir}",
-            "mllm.name=tiny",
-            "llm.name=tiny",
-            "mllm.max_new_tokens=6",
-            "llm.max_new_tokens=6",
-            "items.batch_size=4",
-            "items.resources.num_cpus=0.5",
-            "prepare.synthetic.num_users=12",
-            "prepare.synthetic.num_items=16",
-            *overrides,
-        ],
-    )
+    return load_config(None, [f"run_dir={run_dir}", *TINY_SETTINGS, *overrides])
 
 
 def write_items(run: RunDir, rows: list[dict]) -> None:

@@ -93,16 +93,3 @@ def test_training_order_keeps_rows_sharing_a_prefix_together():
     assert len(runs) == len(set(keys)) == 10  # each unit is one contiguous run
     assert order.tolist() == prefix_unit_order(table, seed=1).tolist()
     assert order.tolist() != prefix_unit_order(table, seed=2).tolist()
-
-
-def test_training_run_is_keyed_by_what_training_reads():
-    from msr_ray.config import PipelineConfig
-    from msr_ray.stages.train import training_run_name
-
-    config, marker = PipelineConfig(), {"completed_at": 1.0}
-    name = training_run_name(config, marker)
-    drill = with_overrides(config, ["train.fail_once_at_epoch=1", "train.max_failures=3"])
-    assert training_run_name(drill, marker) == name  # a drill resumes the same run
-    for changed in ("train.learning_rate=0.1", "train.seed=3", "recommender.prompt_order=paper"):
-        assert training_run_name(with_overrides(config, [changed]), marker) != name, changed
-    assert training_run_name(config, {"completed_at": 2.0}) != name  # new samples

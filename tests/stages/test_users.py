@@ -3,6 +3,7 @@ import sys
 
 import ray
 
+from msr_ray import provenance
 from msr_ray.data.histories import boundaries, shard_of
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
@@ -37,14 +38,15 @@ def test_every_user_and_step_then_kill_a_shard_and_match(tmp_path, ray_session):
     killed = tiny_config(tmp_path / "killed", "users.num_shards=2", "users.max_batch_size=4")
     run = RunDir(killed.run_dir)
     _dataset(tmp_path / "killed")
-    summarizer = UserSummarizer(killed)
+    key = provenance.fingerprint("user_summaries", killed, run)  # what run_stage builds
+    summarizer = UserSummarizer(killed, key)
     summarizer.round()
     in_flight = [shard.step.remote() for shard in summarizer.shards]
     ray.kill(summarizer.shards[0], no_restart=False)
     ray.get(in_flight)  # retried on the restarted shard
     while summarizer.round():
         pass
-    assert persisted(run, killed.users).num_rows == len(expected)
+    assert persisted(run, key).num_rows == len(expected)
     resumed = run_stage("summarize-users", killed)  # seals; nothing left to generate
     assert resumed["summaries_now"] == 0 and resumed["skipped_already_done"] == len(expected)
     assert _table(tmp_path / "killed").equals(table)

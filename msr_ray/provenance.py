@@ -1,0 +1,205 @@
+"""What each stage's output is built from: fingerprints, and whether an output is current.
+
+A stage's fingerprint hashes the config fields its output depends on (performance knobs
+such as thread counts, actor counts and batch sizes left out), the msr-ray version, the
+committed versions of the upstream outputs it reads and, for ``prepare``, a listing of
+the source files (path, size, modification time). An output is **current** when its
+marker carries the fingerprint computed now and every upstream output is current;
+**stale** when it was built from something else; **missing** when never committed.
+Outputs committed without a fingerprint (written outside the pipeline, e.g. imported
+tables) count as current, whatever their upstream holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow.fs as pafs
+
+import msr_ray
+from msr_ray.config import PipelineConfig
+from msr_ray.rundir import MissingStageOutput, RunDir
+
+State = Literal["current", "stale", "missing"]
+
+# Model fields that change speed or placement, not output.
+_MODEL_KNOBS = ("num_threads", "cache_dir", "device")
+_RECOMMENDER = (
+    "domain",
+    "mllm",
+    "prepare.max_image_side",
+    "recommender.prompt_order",
+    "recommender.candidate_description",
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The config fields a stage's output depends on, and the outputs it reads."""
+
+    fields: tuple[str, ...]
+    upstream: tuple[str, ...]
+    # Output read only when the recommender shows candidates' item summaries.
+    with_descriptions: bool = False
+    ignored: tuple[str, ...] = ()
+
+
+PROVENANCE: dict[str, Provenance] = {
+    "dataset": Provenance(("prepare",), ()),
+    "item_summaries": Provenance(
+        ("domain", "mllm", "items.mode", "items.on_error", "prepare.max_image_side"),
+        ("dataset",),
+    ),
+    "user_summaries": Provenance(
+        ("domain", "llm", "users.mode", "users.block_size"), ("dataset", "item_summaries")
+    ),
+    "samples": Provenance(("samples",), ("dataset", "user_summaries")),
+    "train": Provenance(
+        (*_RECOMMENDER, "train"),
+        ("dataset", "samples"),
+        with_descriptions=True,
+        ignored=("train.resources", "train.max_failures", "train.fail_once_at_epoch"),
+    ),
+    "eval": Provenance(
+        (
+            *_RECOMMENDER,
+            "seed",
+            "evaluate.ks",
+            "evaluate.bootstrap_samples",
+            "evaluate.splits",
+        ),
+        ("dataset", "samples", "train"),
+        with_descriptions=True,
+    ),
+    # Every baseline (scores/<model>/ and baselines/<model>/).
+    "baselines": Provenance(
+        (
+            "seed",
+            "baselines",
+            "evaluate.ks",
+            "evaluate.bootstrap_samples",
+            "evaluate.splits",
+        ),
+        ("dataset", "samples"),
+    ),
+}
+
+
+# The command that builds each output named as an upstream.
+COMMANDS = {
+    "dataset": "prepare",
+    "item_summaries": "summarize-items",
+    "user_summaries": "summarize-users",
+    "samples": "build-samples",
+    "train": "train",
+}
+
+
+def _field(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def _without(value: Any, dotted: str, ignored: tuple[str, ...]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, child in value.items():
+        path = f"{dotted}.{key}"
+        if path in ignored or (dotted in ("mllm", "llm") and key in _MODEL_KNOBS):
+            continue
+        out[key] = _without(child, path, ignored)
+    return out
+
+
+def upstream_of(output: str, config: PipelineConfig) -> tuple[str, ...]:
+    """The outputs that ``output`` is built from under this config."""
+    spec = PROVENANCE[output]
+    extra = ("item_summaries",) if spec.with_descriptions and _descriptions(config) else ()
+    return spec.upstream + extra
+
+
+def _descriptions(config: PipelineConfig) -> bool:
+    return config.recommender.candidate_description
+
+
+def source_listing(config: PipelineConfig) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime in ns) of every file of the prepare source."""
+    path = config.prepare.path
+    if config.prepare.source == "synthetic" or not path:
+        return []
+    if "://" in path:
+        fs, root = pafs.FileSystem.from_uri(path)
+    else:
+        fs, root = pafs.LocalFileSystem(), path
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        infos = [info]
+    elif info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    else:
+        return []
+    return sorted(
+        (i.path[len(root) :].lstrip("/") or i.base_name, i.size or 0, i.mtime_ns or 0)
+        for i in infos
+        if i.type == pafs.FileType.File
+    )
+
+
+def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
+    """The fingerprint ``output`` gets when built now (from this config and run)."""
+    spec = PROVENANCE[output]
+    data = config.model_dump(mode="json")
+    fields = {f: _without(_field(data, f), f, spec.ignored) for f in spec.fields}
+    upstream = {
+        name: run.completion(name)["version"] if run.is_complete(name) else None
+        for name in upstream_of(output, config)
+    }
+    record = {
+        "output": output,
+        "msr_ray": msr_ray.__version__,
+        "config": fields,
+        "upstream": upstream,
+        "source": source_listing(config) if output == "dataset" else [],
+    }
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def state(output: str, config: PipelineConfig, run: RunDir, folder: str | None = None) -> State:
+    """``current``, ``stale`` or ``missing`` (see the module docstring).
+
+    ``folder``: where the output lives when it differs from its provenance name
+    (``baselines/sasrec`` for ``baselines``).
+    """
+    folder = folder or output
+    if not run.is_complete(folder):
+        return "missing"
+    recorded = run.completion(folder).get("fingerprint")
+    if recorded is None:
+        return "current"  # committed outside the pipeline: nothing to compare with
+    if recorded != fingerprint(output, config, run):
+        return "stale"
+    if any(state(name, config, run) != "current" for name in upstream_of(output, config)):
+        return "stale"
+    return "current"
+
+
+def check_upstream(output: str, config: PipelineConfig, run: RunDir) -> None:
+    """Raise MissingStageOutput unless every output that ``output`` reads is current."""
+    for name in upstream_of(output, config):
+        found = state(name, config, run)
+        if found == "missing":
+            raise MissingStageOutput(
+                f"no complete {name}/ in {run.root}: run `msr-ray {COMMANDS[name]}` first"
+            )
+        if found == "stale":
+            raise MissingStageOutput(
+                f"{name}/ in {run.root} was built from other inputs or settings than this "
+                f"config's: run `msr-ray {COMMANDS[name]}` first (a current stage is skipped)"
+            )

@@ -1,0 +1,118 @@
+"""The pipeline on an ``s3://`` run directory, against a local S3 server (moto) on loopback."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from msr_ray.pipeline import run_pipeline
+from msr_ray.rundir import RunDir, RunDirLocked
+from tests.stages.conftest import TINY_SETTINGS, tiny_config
+
+SETTINGS = [
+    "prepare.synthetic.num_users=10",
+    "prepare.synthetic.num_items=14",
+    "prepare.min_item_interactions=1",
+    "users.num_shards=1",
+    "train.num_workers=1",
+    "train.micro_batch_size=4",
+    "evaluate.num_actors=1",
+    "evaluate.bootstrap_samples=50",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 with one bucket; yields host:port."""
+    port = _free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        pafs.S3FileSystem(
+            access_key="test",
+            secret_key="test",
+            endpoint_override=endpoint,
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        ).create_dir("runs")
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _uri(endpoint: str, name: str) -> str:
+    return f"s3://test:test@runs/{name}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+
+
+def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray_session):
+    uri = _uri(s3_endpoint, "clean")
+    config = tiny_config(uri, *SETTINGS)
+    summaries = run_pipeline(config)
+    assert [s["stage"] for s in summaries][-1] == "evaluate"
+    run = RunDir(uri)
+    assert run.is_complete("eval") and run.exists("train", run.completion("train")["version"])
+    clean_users = run.read_table("user_summaries").sort_by(
+        [("user_id", "ascending"), ("step", "ascending")]
+    )
+    assert run.read_json("eval", "metrics.json")["mllm-msr"]["test"]["auc"]["n"] == 10
+    assert run_pipeline(config)[-1]["skipped"] is True  # current: nothing recomputed
+
+    # The same pipeline in another process, killed while it summarizes users.
+    killed_uri = _uri(s3_endpoint, "killed")
+    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", killed_uri]
+    for setting in [*TINY_SETTINGS, *SETTINGS]:
+        command += ["--set", setting]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = RunDir(killed_uri)
+    try:
+        deadline = time.monotonic() + 240
+        while not killed.exists("_parts", "user_summaries"):
+            assert proc.poll() is None, "the pipeline ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not killed.is_complete("user_summaries")
+    # The killed command's lock object is still there: a clear error, then delete it.
+    with pytest.raises(RunDirLocked, match="delete"):
+        run_pipeline(config.model_copy(update={"run_dir": killed_uri}))
+    killed.fs.delete_file(killed.path("_LOCK"))
+    resumed = run_pipeline(config.model_copy(update={"run_dir": killed_uri}))
+    users = next(s for s in resumed if s["stage"] == "summarize-users")
+    assert users["skipped_already_done"] > 0
+    assert killed.is_complete("eval")
+    table = killed.read_table("user_summaries").sort_by(
+        [("user_id", "ascending"), ("step", "ascending")]
+    )
+    assert table.select(["user_id", "step", "summary"]).equals(
+        clean_users.select(["user_id", "step", "summary"])
+    )
