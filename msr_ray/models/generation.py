@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from msr_ray.config import ModelSpec
 from msr_ray.models.loading import LoadedModel
-from msr_ray.models.prompts import Messages
+from msr_ray.models.prompts import SPLIT, Messages
 
 
 @dataclass
@@ -30,10 +31,57 @@ class Generated:
     generated_tokens: int
 
 
+# Put inside a special token that appears in data text, so it no longer matches it.
+WORD_JOINER = "\u2060"
+
+
+def neutralise(text: str, special_tokens: Sequence[str]) -> str:
+    """``text`` with every special token (``<image>``, ``<|im_end|>``...) broken up.
+
+    Titles, item texts and generated summaries are data: a special token inside them
+    would become an image slot or end the chat turn. A word joiner after the token's
+    first character keeps it readable and stops the tokenizer from matching it.
+    """
+    for token in special_tokens:
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + WORD_JOINER + token[1:])
+    return text
+
+
+def special_tokens(loaded: LoadedModel) -> tuple[str, ...]:
+    """Every special token string of the model's tokenizer (image token included)."""
+    tokenizer = loaded.tokenizer
+    tokens = set(tokenizer.all_special_tokens)
+    tokens.update(str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
+    image_token = getattr(loaded.processor, "image_token", None)
+    if image_token:
+        tokens.add(str(image_token))
+    return tuple(sorted(tokens, key=len, reverse=True))
+
+
 def render(loaded: LoadedModel, messages: Messages, add_generation_prompt: bool = True) -> str:
-    """The chat template's text for ``messages`` (the processor's template for an MLLM)."""
+    """The chat template's text for ``messages`` (the processor's template for an MLLM).
+
+    Special tokens (and the recommender's split marker) inside the messages' text are
+    neutralised first; images enter only as ``{"type": "image"}`` parts, and the split
+    marker only as a text part of its own.
+    """
+    tokens = (*special_tokens(loaded), SPLIT)
+    safe = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            content = neutralise(content, tokens)
+        else:
+            content = [
+                {**part, "text": neutralise(part["text"], tokens)}
+                if part.get("type") == "text" and part["text"] != SPLIT
+                else part
+                for part in content
+            ]
+        safe.append({**message, "content": content})
     return loaded.processor.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        safe, tokenize=False, add_generation_prompt=add_generation_prompt
     )
 
 

@@ -29,8 +29,9 @@ def _jsonl(path: str, quarantine_rows: list[Row]) -> Iterator[Row]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            quarantine_rows.append((path, line_no, {"reason": "bad_json", "value": str(exc)}))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            quarantine_rows.append((path, line_no, {"reason": "bad_json", "value": reason}))
             continue
         if not isinstance(record, dict):
             quarantine_rows.append((path, line_no, {"reason": "bad_json", "value": line[:100]}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import io
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,39 +34,98 @@ def _has_invalid_utf8(value: Any) -> bool:
     return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
+# Key of a row that could not be parsed; its value says why (the row is quarantined).
+MALFORMED = "__malformed__"
+# Largest timestamp accepted (int64).
+MAX_TIMESTAMP = 2**63 - 1
+
+
 def read_text(path: str, encoding: str = "utf-8") -> str:
-    """A whole text file; undecodable bytes survive as surrogates so rows can be quarantined."""
+    """A whole text file; undecodable bytes survive as surrogates so rows can be quarantined.
+
+    A leading byte-order mark is dropped.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise DataError(path, "file does not exist") from None
-    return data.decode(encoding, errors="surrogateescape")
+    text = data.decode(encoding, errors="surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+class _Lines:
+    """Physical lines with a position that a new CSV reader can restart from."""
+
+    def __init__(self, lines: list[str]):
+        self.lines, self.position = lines, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.position >= len(self.lines):
+            raise StopIteration
+        self.position += 1
+        return self.lines[self.position - 1]
 
 
 def csv_rows(path: str, required: list[str], encoding: str = "utf-8") -> Iterator[Row]:
-    """Rows of a CSV file with a header; a missing required column is a DataError."""
-    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
-    header = reader.fieldnames or []
+    """Rows of a CSV file with a header; a missing required column is a DataError.
+
+    A row the CSV parser rejects (an unterminated quote, a field over the csv module's
+    size limit, a stray quote) comes back as ``{MALFORMED: reason}`` and parsing goes on
+    from the next physical line, so one bad row never swallows the rows after it.
+    """
+    source = _Lines(read_text(path, encoding).splitlines(keepends=True))
+    reader = csv.reader(source, strict=True)
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise DataError(path, f"unreadable header: {exc}", row=1) from None
     for column in required:
         if column not in header:
             raise DataError(path, f"missing column (header is {header})", column=column)
-    for row in reader:
-        yield path, reader.line_num, row
+    while True:
+        start = source.position
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield path, start + 1, {MALFORMED: f"CSV: {exc}"}
+            source.position = start + 1
+            reader = csv.reader(source, strict=True)
+            continue
+        if values:
+            padded = values + [None] * (len(header) - len(values))
+            yield path, start + 1, dict(zip(header, padded[: len(header)], strict=True))
 
 
 def parse_timestamp(value: Any) -> int | None:
-    """An int64 timestamp from an int or a string of digits; None when invalid or negative."""
+    """An int64 timestamp from an int, a whole float or a string of ASCII digits.
+
+    None when invalid: negative, fractional, not finite, beyond int64, or written with
+    other digits (``²``, Arabic-Indic digits).
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
     if isinstance(value, float):
-        return int(value) if value >= 0 and value == int(value) else None
+        if not math.isfinite(value) or value != int(value):
+            return None
+        value = int(value)
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_TIMESTAMP else None
     text = str(value).strip()
-    if not text.isdigit():
+    if not text or len(text) > 19 or not (text.isascii() and text.isdigit()):
         return None
-    return int(text)
+    number = int(text)
+    return number if number <= MAX_TIMESTAMP else None
+
+
+def _field_text(value: Any) -> str:
+    """A row field as text: None is empty; anything else (0 included) is its string."""
+    return "" if value is None else str(value).strip()
 
 
 def _resolve_image(value: Any, base_dir: str) -> str | bytes:
@@ -95,9 +154,12 @@ def build_dataset(
     items_read = 0
     for file, line, row in item_rows:
         items_read += 1
-        item_id = str(row.get("item_id") or "").strip()
-        title = str(row.get("title") or "").strip()
-        text = str(row.get("text") or "").strip()
+        if MALFORMED in row:
+            quarantine.add("items", file, line, "row", "malformed_row", row[MALFORMED])
+            continue
+        item_id = _field_text(row.get("item_id"))
+        title = _field_text(row.get("title"))
+        text = _field_text(row.get("text"))
         if not item_id:
             quarantine.add("items", file, line, "item_id", "missing_id", row.get("item_id"))
             continue
@@ -141,8 +203,11 @@ def build_dataset(
     interactions_read = 0
     for file, line, row in interaction_rows:
         interactions_read += 1
-        user_id = str(row.get("user_id") or "").strip()
-        item_id = str(row.get("item_id") or "").strip()
+        if MALFORMED in row:
+            quarantine.add("interactions", file, line, "row", "malformed_row", row[MALFORMED])
+            continue
+        user_id = _field_text(row.get("user_id"))
+        item_id = _field_text(row.get("item_id"))
         if not user_id or not item_id:
             column = "user_id" if not user_id else "item_id"
             quarantine.add("interactions", file, line, column, "missing_id", row.get(column))

@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from msr_ray.data.readers.common import RawDataset, Row, build_dataset, csv_rows, read_text
+from msr_ray.data.readers.common import (
+    MALFORMED,
+    RawDataset,
+    Row,
+    build_dataset,
+    csv_rows,
+    read_text,
+)
 from msr_ray.data.schemas import DataError
 
 
@@ -32,6 +39,9 @@ def read_microlens(path: str, max_image_side: int = 336, covers: str | None = No
 
     def items() -> Iterator[Row]:
         for file, line, row in csv_rows(os.path.join(path, "titles.csv"), ["item", "title"]):
+            if MALFORMED in row:
+                yield file, line, row
+                continue
             cover = os.path.join(covers, f"{row['item']}.jpg")
             images = [cover] if has_covers and os.path.exists(cover) else []
             yield (

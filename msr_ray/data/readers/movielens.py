@@ -12,7 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from msr_ray.data.readers.common import RawDataset, Row, build_dataset, csv_rows, read_text
+from msr_ray.data.readers.common import (
+    MALFORMED,
+    RawDataset,
+    Row,
+    build_dataset,
+    csv_rows,
+    read_text,
+)
 from msr_ray.data.schemas import DataError
 
 
@@ -55,6 +62,9 @@ def _shared(path: str, max_image_side: int) -> RawDataset:
         for file, line, row in csv_rows(
             os.path.join(path, "items.csv"), ["item_id", "title", "genres", "poster"]
         ):
+            if MALFORMED in row:
+                yield file, line, row
+                continue
             images = [row["poster"]] if (row.get("poster") or "").strip() else []
             yield file, line, {**row, "text": _genres_text(row["genres"]), "images": images}
 
