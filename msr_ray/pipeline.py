@@ -53,7 +53,8 @@ def run_stage(
     with run.lock():
         if not force and provenance.state(stage.output, config, run) == "current":
             log.info("%s: current output in %s, skipped", command, run.path(stage.output))
-            return {"stage": command, "skipped": True, **run.completion(stage.output)}
+            marker = {k: v for k, v in run.completion(stage.output).items() if k != "files"}
+            return {**marker, "stage": command, "skipped": True}
         provenance.check_upstream(stage.output, config, run)
         run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
         if force:

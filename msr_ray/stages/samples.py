@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from msr_ray.config import PipelineConfig
 from msr_ray.data.negatives import NegativeSampler
+from msr_ray.data.schemas import DataError
 from msr_ray.rundir import RunDir
 from msr_ray.tables import read_dataset
 
@@ -133,6 +134,13 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         cfg.seed,
         cfg.train_targets,
     )
+    if table.num_rows == 0:
+        raise DataError(
+            run.output_path("user_summaries"),
+            f"no samples: every user was skipped ({dict(skipped)}). With "
+            f"{items.num_rows} items, a user needs {cfg.eval_negatives} unseen items for "
+            "each candidate list: lower samples.eval_negatives or add items",
+        )
     counts = table.group_by("split").aggregate([([], "count_all"), ("group", "count_distinct")])
     summary = {
         "rows_by_split": {r["split"]: r["count_all"] for r in counts.to_pylist()},
