@@ -14,9 +14,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     ``address`` (or ``RAY_ADDRESS``) connects to a running cluster, e.g. under
     ``ray job submit``; the cluster's token auth applies there (set ``RAY_AUTH_TOKEN``
     or let the job environment provide it). Without one, a local single-node instance
-    starts with no dashboard, a short temp dir and token auth disabled (it listens on
-    loopback only), sized to this machine unless ``num_cpus`` is given.
-    A second call while connected reuses the connection.
+    starts with no dashboard and a short temp dir, sized to this machine unless
+    ``num_cpus`` is given. Ray 2.60 has no loopback-only mode (its services listen on
+    the host's addresses), so the local instance keeps Ray's default token
+    authentication: the token comes from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``, which Ray creates on first use. ``RAY_AUTH_MODE=disabled``
+    turns it off. A second call while connected reuses the connection.
     """
     import ray
 
@@ -26,7 +29,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.makedirs(LOCAL_TEMP_DIR, exist_ok=True)
         ray.init(
             address="local",

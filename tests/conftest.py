@@ -18,7 +18,6 @@ from msr_ray.rundir import RunDir
 from msr_ray.stages.samples import SCHEMA as SAMPLES
 from tests.stages.conftest import tiny_config
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
