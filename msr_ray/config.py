@@ -214,9 +214,10 @@ class TrainConfig(_Strict):
         learns through the candidates' tokens only, and a step costs about half.
     max_failures: worker failures Ray Train recovers from (restart from checkpoint).
     max_valid_groups: validation candidate lists scored for the per-epoch AUC.
-    fail_once_at_epoch: fault-injection switch for tests and drills: the last worker
-        raises once at the start of this epoch (a marker in the run directory makes it
-        once), so training must restart from the checkpoint. None = off.
+    fail_once_at_epoch: fault-injection switch for tests and drills: the last worker's
+        process kills itself (SIGKILL) once, after its second step of this epoch (a marker
+        in the run directory makes it once), so training must restart from the checkpoint.
+        None = off.
     seed: shuffling and initialisation seed.
     """
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 from typing import Any
@@ -112,6 +113,17 @@ def _validation_auc(recommender, rows: list[dict]) -> float | None:
     return float(per_group(table, [1])["auc"].mean())
 
 
+def _crash_once(run: RunDir, epoch: int) -> None:
+    """The fault drill: this worker's process dies mid-epoch, once per run directory.
+
+    A real crash (SIGKILL, as on an OOM kill or a lost node), not a Python exception;
+    Ray Train restarts the worker group from the last reported checkpoint.
+    """
+    if not run.exists(f"_train_failure_injected_{epoch}"):
+        run.write_text("injected", f"_train_failure_injected_{epoch}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: LoRA + DeepSpeed SFT with per-epoch validation and checkpoints."""
     import deepspeed
@@ -164,11 +176,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     valid_rows = loop_config["valid_rows"] if rank == 0 else []
     for epoch in range(start_epoch, cfg.epochs):
-        if cfg.fail_once_at_epoch == epoch and rank == world - 1:
-            marker = run.path(f"_train_failure_injected_{epoch}")
-            if not run.exists(f"_train_failure_injected_{epoch}"):
-                run.write_text("injected", f"_train_failure_injected_{epoch}")
-                raise RuntimeError(f"injected worker failure at epoch {epoch} ({marker})")
         engine.train()
         log, samples, tokens, started = [], 0, 0, time.perf_counter()
         for batch in shard.iter_batches(
@@ -186,6 +193,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             engine.backward(loss)
             engine.step()
+            if log and cfg.fail_once_at_epoch == epoch and rank == world - 1:
+                _crash_once(run, epoch)
             samples += len(rows)
             tokens += batch_tokens
             elapsed = time.perf_counter() - started

@@ -8,6 +8,7 @@ from msr_ray.pipeline import run_stage
 from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.stages.evaluate import CandidateScorer
+from tests.conftest import write_easy_task
 
 
 def _logs(run: RunDir, epoch: int) -> list[dict]:
@@ -33,6 +34,25 @@ def test_training_recovers_from_injected_failure_and_learns(trained):
     assert mean(last) < mean(first) - 0.5
     assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in last)
     assert run_stage("train", config)["skipped"] is True
+
+
+def test_a_killed_worker_ends_where_an_uninterrupted_run_ends(trained, tmp_path):
+    """The drill's worker process is SIGKILLed at epoch 1; compare with no failure at all."""
+    config, run, summary = trained
+    clean = with_overrides(
+        config, [f"run_dir={tmp_path}", "train.fail_once_at_epoch=null", "train.max_failures=0"]
+    )
+    write_easy_task(RunDir(clean.run_dir))
+    uninterrupted = run_stage("train", clean)
+    assert not (tmp_path / "_train_failure_injected_1").exists()
+    for key in ("epoch", "samples"):
+        assert summary["final"][key] == uninterrupted["final"][key]
+    assert summary["final"]["train_loss"] == pytest.approx(
+        uninterrupted["final"]["train_loss"], abs=0.1
+    )
+    assert summary["final"]["valid_auc"] == pytest.approx(
+        uninterrupted["final"]["valid_auc"], abs=0.1
+    )
 
 
 def test_adapter_is_standard_peft_and_evaluate_beats_chance(trained):
