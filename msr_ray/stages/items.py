@@ -83,6 +83,18 @@ class ItemSummarizer:
         self.spec, self.cfg, self.domain, self.max_side = spec, cfg, domain, max_image_side
         self.loaded = load_model(spec, "mllm")
 
+    def _one_by_one(self, requests: list) -> list:
+        """Each request generated alone: its answer, or the error string that marks its row."""
+        from msr_ray.models.generation import generate
+
+        results: list = []
+        for request in requests:
+            try:
+                results.append(generate(self.loaded, [request], self.spec)[0])
+            except Exception as exc:
+                results.append(f"generation_failed: {type(exc).__name__}: {exc}"[:500])
+        return results
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         from msr_ray.models.generation import generate
 
@@ -91,15 +103,21 @@ class ItemSummarizer:
             plan_item(r, self.cfg.mode, self.cfg.on_error, self.domain, self.max_side) for r in rows
         ]
         asked = [p.request for p in plans if p.request is not None]
-        answers = iter(generate(self.loaded, asked, self.spec))
+        try:
+            answers = iter(generate(self.loaded, asked, self.spec))
+        except Exception:  # one bad request fails the batched call: retry them one by one
+            answers = iter(self._one_by_one(asked))
         out = []
         for row, plan in zip(rows, plans, strict=True):
             answer = next(answers) if plan.request is not None else None
+            error = plan.error
+            if isinstance(answer, str):
+                answer, error = None, answer
             out.append(
                 {
                     "item_id": row["item_id"],
                     "summary": answer.text if answer else "",
-                    "error": plan.error,
+                    "error": error,
                     "model": self.spec.name,
                     "prompt_version": prompts.PROMPT_VERSION,
                     "prompt_tokens": answer.prompt_tokens if answer else 0,

@@ -1,4 +1,13 @@
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pyarrow as pa
+
 from msr_ray.config import ItemsConfig
+from msr_ray.data.schemas import ITEMS
 from msr_ray.models import prompts
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
@@ -87,3 +96,74 @@ def test_each_mode_builds_its_prompt(png):
     empty = plan("text", r={**row, "title": "", "text": ""})
     assert empty.request is None and empty.error.startswith("empty_text")
     assert ItemsConfig().mode == "fused"
+
+
+def test_a_failing_request_marks_its_row_not_the_batch(monkeypatch):
+    from msr_ray.config import ModelSpec
+    from msr_ray.models import generation
+    from msr_ray.stages.items import ItemSummarizer
+
+    real = generation.generate
+
+    def fragile(loaded, requests, spec):
+        if any("BOOM" in str(r.messages) for r in requests):
+            raise RuntimeError("the processor refused one prompt")
+        return real(loaded, requests, spec)
+
+    monkeypatch.setattr(generation, "generate", fragile)
+    summarizer = ItemSummarizer(
+        ModelSpec(name="tiny", max_new_tokens=4), ItemsConfig(mode="text"), "video", 64
+    )
+    batch = pa.Table.from_pylist(
+        [
+            {"item_id": i, "title": t, "text": "", "image_paths": [], "image_bytes": []}
+            for i, t in (("a", "Fine"), ("b", "BOOM"), ("c", "Also fine"))
+        ],
+        schema=ITEMS,
+    )
+    out = {r["item_id"]: r for r in summarizer(batch).to_pylist()}
+    assert out["b"]["error"].startswith("generation_failed: RuntimeError")
+    assert out["a"]["error"] is None and out["a"]["generated_tokens"] > 0
+    assert out["c"]["error"] is None and out["c"]["generated_tokens"] > 0
+
+
+def _kill_item_actor_once(run: RunDir, stop: threading.Event) -> list[int]:
+    """SIGKILL the ItemSummarizer actor process once the first batch is committed."""
+    killed: list[int] = []
+    while not stop.is_set() and not killed:
+        if run.exists("_parts", "item_summaries"):
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "ItemSummarizer" in " ".join(proc.info["cmdline"] or []):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+                    break
+        time.sleep(0.05)
+    return killed
+
+
+def test_a_killed_item_actor_is_replaced_and_the_table_matches(tmp_path, ray_session):
+    settings = [
+        "items.batch_size=2",
+        "items.min_actors=1",
+        "items.max_actors=1",
+        "mllm.max_new_tokens=24",
+    ]
+    clean = tiny_config(tmp_path / "clean", *settings)
+    run_stage("prepare", clean)
+    run_stage("summarize-items", clean)
+    drill = tiny_config(tmp_path / "drill", *settings)
+    run_stage("prepare", drill)
+    stop = threading.Event()
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=lambda: killed.extend(_kill_item_actor_once(RunDir(drill.run_dir), stop))
+    )
+    killer.start()
+    try:
+        summary = run_stage("summarize-items", drill)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the actor was never killed (the stage finished first)"
+    assert summary["complete"] and summary["summarized_now"] == summary["items"]
+    assert _summaries(tmp_path / "drill").equals(_summaries(tmp_path / "clean"))
