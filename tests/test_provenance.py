@@ -21,6 +21,7 @@ def _config(run_dir, *overrides):
             "prepare.synthetic.num_users=12",
             "prepare.synthetic.num_items=16",
             "prepare.min_item_interactions=1",
+            "samples.eval_negatives=3",
             *overrides,
         ],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +24,64 @@ class RecommendRequest:
     top_k: int | None = None
 
 
-def _ids(value: Any, field: str) -> tuple[str, ...]:
+# Bodies larger than this are refused (413) before they are decoded.
+MAX_BODY_BYTES = 64 * 1024
+# JSON nested deeper than this is refused (400) before it is decoded.
+MAX_JSON_DEPTH = 8
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text (strings skipped), in one pass."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def decode_body(
+    body: bytes, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """The decoded JSON body: 413 when over ``max_bytes``, 400 when too deep or invalid."""
+    if len(body) > max_bytes:
+        raise RequestError(
+            f"the body has more than {max_bytes} bytes", status=413, reason="too_large"
+        )
+    if json_depth(body) > max_depth:
+        raise RequestError(f"the JSON nests deeper than {max_depth} levels", reason="too_deep")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise RequestError("the body is not valid JSON") from None
+
+
+def _ids(value: Any, field: str, limit: int) -> tuple[str, ...]:
+    """The ids of a list field, checked in one pass; the length cap comes first."""
     if not isinstance(value, list) or not value:
         raise RequestError(f"'{field}' must be a non-empty list of item ids")
-    if not all(isinstance(v, str) and v for v in value):
-        raise RequestError(f"'{field}' must hold non-empty strings only")
-    duplicates = sorted({v for v in value if value.count(v) > 1})
+    if len(value) > limit:
+        raise RequestError(f"{len(value)} {field}; at most {limit} per request")
+    seen: set[str] = set()
+    duplicates: set[str] = set()
+    for v in value:
+        if not isinstance(v, str) or not v:
+            raise RequestError(f"'{field}' must hold non-empty strings only")
+        (duplicates if v in seen else seen).add(v)
     if duplicates:
-        raise RequestError(f"'{field}' repeats item ids {duplicates[:5]}")
+        raise RequestError(f"'{field}' repeats item ids {sorted(duplicates)[:5]}")
     return tuple(value)
 
 
@@ -40,13 +91,11 @@ def parse_request(payload: Any, max_candidates: int) -> RecommendRequest:
         raise RequestError("the body must be a JSON object")
     unknown = sorted(set(payload) - {"user_id", "candidates", "top_k"})
     if unknown:
-        raise RequestError(f"unknown fields {unknown}; expected user_id, candidates, top_k")
+        raise RequestError(f"unknown fields {unknown[:5]}; expected user_id, candidates, top_k")
     user_id = payload.get("user_id")
     if not isinstance(user_id, str) or not user_id:
         raise RequestError("'user_id' must be a non-empty string")
-    candidates = _ids(payload.get("candidates"), "candidates")
-    if len(candidates) > max_candidates:
-        raise RequestError(f"{len(candidates)} candidates; at most {max_candidates} per request")
+    candidates = _ids(payload.get("candidates"), "candidates", max_candidates)
     top_k = payload.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise RequestError("'top_k' must be a positive integer")

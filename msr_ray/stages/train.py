@@ -117,10 +117,15 @@ def _crash_once(run: RunDir, epoch: int) -> None:
     """The fault drill: this worker's process dies mid-epoch, once per run directory.
 
     A real crash (SIGKILL, as on an OOM kill or a lost node), not a Python exception;
-    Ray Train restarts the worker group from the last reported checkpoint.
+    Ray Train restarts the worker group from the last checkpoint its controller has
+    registered. The controller collects reports when it polls the workers, so the drill
+    first waits out a few poll intervals: the previous epoch's checkpoint is then the one
+    the restart must use (a crash before that poll would lose it, as on a real cluster).
     """
     if not run.exists(f"_train_failure_injected_{epoch}"):
         run.write_text("injected", f"_train_failure_injected_{epoch}")
+        interval = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2"))
+        time.sleep(2.5 * interval)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
