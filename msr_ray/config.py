@@ -401,13 +401,15 @@ def with_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineConf
 class ServeConfig(_Strict):
     """`serve_configs/*.yaml` application args: what the Recommender deployment serves.
 
-    run_dir: a run whose prepare, summarize-users and train stages are complete; its
-        recorded ``config.yaml`` gives the models and prompts. A local relative path is
-        made absolute where the app is built.
+    run_dir: a run whose prepare, summarize-users and train stages are complete; the
+        config saved with its adapter (``train/<version>/config.yaml``) gives the models
+        and prompts. A local relative path is made absolute where the app is built.
     overrides: dotted overrides of that config for serving (e.g. ``mllm.device=cuda``).
     max_candidates: most candidates one request may rank.
     max_batch_requests: requests whose candidates are scored together (Serve batching).
     batch_wait_s: how long a batch waits for more requests.
+    max_body_bytes: larger request bodies get 413 before they are decoded.
+    max_json_depth: JSON nested deeper gets 400 before it is decoded.
     """
 
     run_dir: str
@@ -415,3 +417,5 @@ class ServeConfig(_Strict):
     max_candidates: int = Field(100, gt=0)
     max_batch_requests: int = Field(4, gt=0)
     batch_wait_s: float = Field(0.01, ge=0)
+    max_body_bytes: int = Field(64 * 1024, gt=0)
+    max_json_depth: int = Field(8, gt=1)

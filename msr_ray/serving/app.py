@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir, absolute_location
 from msr_ray.serving.catalog import ServingCatalog
-from msr_ray.serving.requests import RequestError, parse_request
+from msr_ray.serving.requests import RequestError, decode_body, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,32 @@ class Recommender:
         """HTTP: POST a JSON request body; the ranking, or {"error", "reason"} with a status."""
         try:
             try:
-                payload = await http.json()
-            except ValueError:
-                raise self._refused(RequestError("the body is not valid JSON")) from None
+                body = await self._body(http)
+                payload = decode_body(
+                    body, self.settings.max_body_bytes, self.settings.max_json_depth
+                )
+            except RequestError as exc:
+                raise self._refused(exc) from None
             return JSONResponse(await self.recommend(payload))
         except RequestError as exc:
             return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
+
+    async def _body(self, http: Request) -> bytes:
+        """The request body, refused (413) as soon as it passes ``max_body_bytes``."""
+        limit = self.settings.max_body_bytes
+        too_large = RequestError(
+            f"the body has more than {limit} bytes", status=413, reason="too_large"
+        )
+        declared = http.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in http.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _refused(self, exc: RequestError) -> RequestError:
         self.counts[exc.reason] += 1

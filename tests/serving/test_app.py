@@ -74,11 +74,22 @@ def test_served_ranking_equals_evaluate_scores_and_explains(served):
     assert status == 404 and body["reason"] == "unknown_item" and "zz" in body["error"]
     status, body = _post(json.dumps({"user_id": "u0", "candidates": ["r0"] * 2}).encode())
     assert status == 400 and "repeats" in body["error"]
+    huge = b'{"user_id": "u0", "candidates": [' + b'"r0",' * 1_000_000 + b'"r1"]}'
+    status, body = _post(huge)  # 5 MB
+    assert status == 413 and body["reason"] == "too_large"
+    many = json.dumps({"user_id": "u0", "candidates": [f"i{n}" for n in range(100_000)]})
+    assert _post(many.encode())[0] == 413  # 10^5 candidates do not fit in 64 KiB
+    status, body = _post(b'{"user_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert status == 413  # 200 KB of brackets
+    status, body = _post(b'{"user_id": "u0", "candidates": ' + b"[" * 50 + b"]" * 50 + b"}")
+    assert status == 400 and body["reason"] == "too_deep"
     assert handle.stats.remote().result() == {
         "answered": 2,
         "malformed": 2,
         "unknown_user": 1,
         "unknown_item": 1,
+        "too_large": 3,
+        "too_deep": 1,
     }
 
 

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -7,7 +8,13 @@ from ray.serve.schema import ServeDeploySchema
 
 from msr_ray.config import ServeConfig
 from msr_ray.serving.catalog import Preference, ServingCatalog
-from msr_ray.serving.requests import RecommendRequest, RequestError, parse_request
+from msr_ray.serving.requests import (
+    RecommendRequest,
+    RequestError,
+    decode_body,
+    json_depth,
+    parse_request,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +92,30 @@ def test_shipped_serve_config_is_valid_for_ray_and_for_the_app():
     assert ServeConfig.model_validate(app.args).max_candidates == 100
     autoscaling = app.deployments[0].autoscaling_config
     assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
+    assert app.deployments[0].max_queued_requests > 0
+    assert schema.http_options.request_timeout_s > 0
+    assert ServeConfig.model_validate(app.args).max_body_bytes == 64 * 1024
+
+
+def test_limits_come_before_per_item_work():
+    many = [f"i{n}" for n in range(100_000)]
+    started = time.perf_counter()
+    with pytest.raises(RequestError, match="100000 candidates; at most 100"):
+        parse_request({"user_id": "u", "candidates": many}, 100)
+    with pytest.raises(RequestError, match="repeats"):
+        parse_request({"user_id": "u", "candidates": [*many, "i7"]}, 200_000)
+    assert time.perf_counter() - started < 1.0  # linear: the old list.count check took minutes
+
+
+def test_bodies_are_bounded_before_decoding():
+    with pytest.raises(RequestError) as info:
+        decode_body(b"[" * 70_000, max_bytes=65_536)
+    assert (info.value.status, info.value.reason) == (413, "too_large")
+    with pytest.raises(RequestError) as info:
+        decode_body(b"[" * 30_000 + b"]" * 30_000, max_bytes=65_536, max_depth=8)
+    assert (info.value.status, info.value.reason) == (400, "too_deep")
+    assert json_depth(b'{"a": "[[[[[[[[[[", "b": [[1]]}') == 3  # brackets in strings ignored
+    assert json_depth(b'{"a": "\\"[[["}') == 1
+    assert decode_body(b'{"user_id": "u"}') == {"user_id": "u"}
+    with pytest.raises(RequestError, match="not valid JSON"):
+        decode_body(b"{nope")
