@@ -13,7 +13,7 @@ import click
 from msr_ray.config import ConfigError, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
-from msr_ray.pipeline import run_pipeline, run_stage
+from msr_ray.pipeline import run_pipeline, run_stage, run_status
 from msr_ray.rundir import MissingStageOutput, NotARunDirectory, RunDir, RunDirLocked
 
 # Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
@@ -237,6 +237,49 @@ def report(config_path, overrides, run_dir, force, address, max_users):
             _print_summary(build_report(run, max_users))
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Pipeline config YAML the run is compared with (default: the run's config.yaml).",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
+@click.option("--run-dir", help="Run directory (local path or s3://... URI).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(config_path, overrides, run_dir, as_json):
+    """Each stage of a run: current, stale, partial or missing, with counts, time and path.
+
+    current: built from this config and the current upstream outputs; stale: built from
+    other inputs or settings (the next run rebuilds it); partial: resumable parts exist.
+    Without --config the run is compared with its own config.yaml.
+    """
+    from msr_ray.config import parse_config
+
+    try:
+        if config_path or not run_dir:
+            config = _load(config_path, overrides, run_dir)
+        else:
+            run = RunDir(run_dir)
+            text = run.read_text("config.yaml") if run.exists("config.yaml") else ""
+            config = parse_config(text, run.path("config.yaml"), [*overrides, f"run_dir={run_dir}"])
+        rows = run_status(config)
+    except (*USER_ERRORS, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(f"Run directory: {config.run_dir}")
+    for row in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in (row.get("counts") or {}).items())
+        seconds = f"{row['seconds']:.0f} s" if row.get("seconds") is not None else ""
+        click.echo(
+            f"{row['stage']:<16} {row['state']:<8} {seconds:>7}  {counts}"
+            + (f"\n{'':<16} {row['path']}" if row["path"] else "")
+        )
 
 
 @main.command()

@@ -86,3 +86,39 @@ def run_pipeline(
                 # Partial output (e.g. a max_items budget): later stages wait for the rest.
                 break
     return summaries
+
+
+# Counts a stage's marker carries, shown by `msr-ray status` (the first ones present).
+STATUS_COUNTS = (
+    "users",
+    "items_kept",
+    "items",
+    "summaries",
+    "rows_by_split",
+    "train_rows",
+    "epochs",
+    "candidates",
+)
+
+
+def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Every stage of the run: its state (current, stale, missing), key counts, time, path.
+
+    Reads only; takes no lock and changes nothing.
+    """
+    run = RunDir(absolute_location(config.run_dir))
+    rows = []
+    for stage in STAGES:
+        state = provenance.state(stage.output, config, run)
+        row: dict[str, Any] = {"stage": stage.command, "state": state, "path": None}
+        if run.is_complete(stage.output):
+            marker = run.completion(stage.output)
+            row["path"] = run.path(stage.output, marker["version"])
+            row["completed_at"] = marker.get("completed_at")
+            row["counts"] = {k: marker[k] for k in STATUS_COUNTS if k in marker}
+            if run.exists("summaries", f"{stage.output}.json"):
+                row["seconds"] = run.read_json("summaries", f"{stage.output}.json").get("seconds")
+        elif run.exists("_parts", stage.output):
+            row["state"] = "partial" if state == "missing" else state
+        rows.append(row)
+    return rows

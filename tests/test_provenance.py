@@ -1,5 +1,6 @@
 """Provenance: a stage is current only when built from today's inputs and settings."""
 
+import json
 import os
 
 import pyarrow as pa
@@ -143,3 +144,34 @@ def test_training_fingerprint_follows_what_training_reads(tmp_path):
     with run.stage_output("samples") as out:
         out.write_table(pa.table({"x": [1]}))
     assert provenance.fingerprint("train", config, run) != name  # new samples
+
+
+def test_status_shows_current_stale_and_missing_stages(tmp_path):
+    from click.testing import CliRunner
+
+    from msr_ray.cli import main
+
+    config = _config(tmp_path / "run")
+    run = RunDir(config.run_dir)
+    run_stage("prepare", config)
+    _fake_summaries(config, run)
+    run_stage("build-samples", config)
+    base = ["status", "--run-dir", config.run_dir]
+    result = CliRunner().invoke(main, [*base, "--json"])
+    assert result.exit_code == 0, result.output
+    states = {row["stage"]: row["state"] for row in json.loads(result.output)}
+    assert states == {
+        "prepare": "current",
+        "summarize-items": "current",
+        "summarize-users": "current",
+        "build-samples": "current",
+        "train": "missing",
+        "evaluate": "missing",
+    }
+    changed = CliRunner().invoke(main, [*base, "--json", "--set", "samples.seed=5"])
+    assert {r["stage"]: r["state"] for r in json.loads(changed.output)}["build-samples"] == "stale"
+    table = CliRunner().invoke(main, base)
+    lines = table.output.splitlines()
+    assert lines[0] == f"Run directory: {config.run_dir}"
+    prepare = next(line for line in lines if line.startswith("prepare"))
+    assert "current" in prepare and "users 12" in prepare
