@@ -105,6 +105,12 @@ class PrepareConfig(_Strict):
         all); the items kept are those the sampled users interacted with.
     sample_seed: seed of that user sample.
     synthetic: generator settings when ``source`` is ``synthetic``.
+    columns: ``csv`` / ``parquet`` sources: the source's column for each of our names
+        (``user_id``, ``item_id``, ``timestamp``, ``title``, ``text``, ``image``), e.g.
+        ``{user_id: customer_id, item_id: article_id, timestamp: t_dat}``. Names not
+        given are read as themselves.
+    text_columns: ``csv`` / ``parquet``: build an item's text from these source columns
+        (non-empty values joined by ". "), instead of one ``text`` column.
     """
 
     source: Literal["synthetic", "csv", "parquet", "movielens", "microlens", "amazon"] = "synthetic"
@@ -116,6 +122,10 @@ class PrepareConfig(_Strict):
     max_users: int | None = Field(None, gt=0)
     sample_seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    columns: dict[Literal["user_id", "item_id", "timestamp", "title", "text", "image"], str] = (
+        Field(default_factory=dict)
+    )
+    text_columns: list[str] = Field(default_factory=list)
 
 
 class ItemsConfig(_Strict):

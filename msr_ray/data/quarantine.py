@@ -37,6 +37,18 @@ class Quarantine:
         reasons = (r["reason"] for r in self.rows if table is None or r["table"] == table)
         return dict(sorted(Counter(reasons).items()))
 
+    def describe(self, table: str, top: int = 3) -> str:
+        """The ``top`` reasons of ``table`` with counts and one example row each."""
+        counts = Counter(r["reason"] for r in self.rows if r["table"] == table)
+        parts = []
+        for reason, count in counts.most_common(top):
+            example = next(r for r in self.rows if r["table"] == table and r["reason"] == reason)
+            parts.append(
+                f"{reason} x{count} (e.g. {example['file']} row {example['row']}, "
+                f"column '{example['column']}': {example['value']!r})"
+            )
+        return "; ".join(parts)
+
     def __len__(self) -> int:
         return len(self.rows)
 

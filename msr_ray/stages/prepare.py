@@ -15,6 +15,7 @@ from msr_ray.config import PipelineConfig, PrepareConfig
 from msr_ray.data import synthetic
 from msr_ray.data.preprocess import preprocess
 from msr_ray.data.readers import READERS, RawDataset
+from msr_ray.data.readers.generic import read_generic
 from msr_ray.data.schemas import DataError
 from msr_ray.rundir import RunDir
 
@@ -25,6 +26,13 @@ def load_source(cfg: PrepareConfig) -> RawDataset:
         return synthetic.generate(cfg.synthetic, cfg.max_image_side)
     if not cfg.path:
         raise DataError(f"source '{cfg.source}'", "needs a path (--path or prepare.path)")
+    if cfg.source in ("csv", "parquet"):
+        return read_generic(cfg.path, cfg.max_image_side, cfg.columns, cfg.text_columns)
+    if cfg.columns or cfg.text_columns:
+        raise DataError(
+            f"source '{cfg.source}'",
+            "prepare.columns and prepare.text_columns apply to csv and parquet sources only",
+        )
     return READERS[cfg.source](cfg.path, cfg.max_image_side)
 
 
@@ -32,6 +40,16 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Build the dataset tables and return the prepare summary."""
     cfg = config.prepare
     raw = load_source(cfg)
+    read = raw.input_rows.get("interactions", 0)
+    rejected = sum(raw.quarantine.counts("interactions").values())
+    if read and rejected > read / 2:
+        raise DataError(
+            f"source '{cfg.source}' at {cfg.path}",
+            f"{rejected} of {read} interaction rows were rejected: "
+            f"{raw.quarantine.describe('interactions')}. Check prepare.columns (the "
+            "source's column for user_id, item_id, timestamp) and the timestamp format "
+            "(integers, ISO dates or datetimes)",
+        )
     sequences, funnel = preprocess(
         raw.interactions,
         cfg.min_user_interactions,
@@ -44,7 +62,12 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         raise DataError(
             f"source '{cfg.source}'",
             f"no interactions left after filtering (funnel: {funnel.steps}); lower "
-            "prepare.min_user_interactions / min_item_interactions or add data",
+            "prepare.min_user_interactions / min_item_interactions or add data"
+            + (
+                f". Rejected interaction rows: {raw.quarantine.describe('interactions')}"
+                if rejected
+                else ""
+            ),
         )
     items = raw.items.filter(pc.is_in(raw.items["item_id"], value_set=sequences["item_id"]))
     splits = sequences.group_by("split").aggregate([([], "count_all")]).to_pylist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -103,13 +104,18 @@ def csv_rows(path: str, required: list[str], encoding: str = "utf-8") -> Iterato
 
 
 def parse_timestamp(value: Any) -> int | None:
-    """An int64 timestamp from an int, a whole float or a string of ASCII digits.
+    """An int64 timestamp (seconds, or whatever unit the integers are in) from a row value.
 
-    None when invalid: negative, fractional, not finite, beyond int64, or written with
-    other digits (``²``, Arabic-Indic digits).
+    Accepts an int, a whole float, a string of ASCII digits, an ISO 8601 date or datetime
+    (``2020-09-01``, ``2020-09-01T10:30:00Z``; naive ones count as UTC) and datetime/date
+    values (Parquet timestamp and date columns), the last two as epoch seconds. None when
+    invalid: negative, fractional, not finite, beyond int64, or written with other digits
+    (``²``, Arabic-Indic digits).
     """
     if isinstance(value, bool):
         return None
+    if isinstance(value, datetime.datetime | datetime.date):
+        return _epoch_seconds(value)
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             return None
@@ -117,10 +123,25 @@ def parse_timestamp(value: Any) -> int | None:
     if isinstance(value, int):
         return value if 0 <= value <= MAX_TIMESTAMP else None
     text = str(value).strip()
-    if not text or len(text) > 19 or not (text.isascii() and text.isdigit()):
+    if text.isascii() and text.isdigit():
+        number = int(text) if len(text) <= 19 else MAX_TIMESTAMP + 1
+        return number if number <= MAX_TIMESTAMP else None
+    if not text.isascii() or not 10 <= len(text) <= 40 or not text[:4].isdigit():
         return None
-    number = int(text)
-    return number if number <= MAX_TIMESTAMP else None
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return _epoch_seconds(parsed)
+
+
+def _epoch_seconds(value: datetime.date) -> int | None:
+    if not isinstance(value, datetime.datetime):
+        value = datetime.datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    seconds = int(value.timestamp())
+    return seconds if seconds >= 0 else None
 
 
 def _field_text(value: Any) -> str:
