@@ -283,6 +283,24 @@ def status(config_path, overrides, run_dir, as_json):
 
 
 @main.command()
+@click.option("--run-dir", required=True, help="A run whose train stage is complete.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New local folder.")
+def export(run_dir, out):
+    """Write the trained recommender as one Hugging Face folder (adapter merged).
+
+    Loadable with AutoProcessor + AutoModelForImageTextToText from the folder alone;
+    holds msr_ray_recommender.json (prompt settings, answer token ids) and a model card.
+    """
+    from msr_ray.export import export_model
+
+    try:
+        result = export_model(RunDir(run_dir), out)
+    except (*USER_ERRORS, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Exported the recommender to {result['path']}")
+
+
+@main.command()
 @_common_options
 def pipeline(config_path, overrides, run_dir, force, address):
     """Run every stage in order from one config, skipping complete ones."""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from msr_ray.config import ModelSpec
 from msr_ray.data.images import encode_png
-from msr_ray.data.schemas import ITEMS
+from msr_ray.data.schemas import ITEMS, SEQUENCES
 from msr_ray.models.loading import load_model
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
@@ -113,8 +113,16 @@ def write_easy_task(run: RunDir) -> None:
                 }
                 for i, lab in candidates
             ]
+    sequences = [
+        {"user_id": f"u{u}", "item_id": item, "timestamp": pos, "position": pos, "split": split}
+        for u in range(8)
+        for pos, (item, split) in enumerate(
+            [(f"r{u % 6}", "train"), (f"r{(u + 1) % 6}", "train"), ("r0", "valid"), ("r1", "test")]
+        )
+    ]
     with run.stage_output("dataset") as out:
         out.write_table(pa.Table.from_pylist(items, schema=ITEMS), "items.parquet")
+        out.write_table(pa.Table.from_pylist(sequences, schema=SEQUENCES), "sequences.parquet")
     with run.stage_output("samples") as out:
         out.write_table(pa.Table.from_pylist(rows, schema=SAMPLES))
 

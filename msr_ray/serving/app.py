@@ -4,31 +4,38 @@ with the user's preference summary.
     serve run serve_configs/recommender.yaml
     curl -X POST localhost:8000/recommend -d '{"user_id": "1", "candidates": ["10", "20"]}'
 
-Requests arriving together are scored in one batch (``serve.batch``); replicas autoscale on
-ongoing requests (see the serve config). Bad requests get a JSON error with status 400
-(malformed) or 404 (unknown user or item) and are counted by reason in ``stats()``.
+A FastAPI ingress: ``POST /recommend``, ``GET /users/{id}``, ``GET /healthz``,
+``GET /stats`` and the OpenAPI docs at ``/docs``. Requests arriving together are scored in
+one batch (``serve.batch``); replicas autoscale on ongoing requests (see the serve
+config). Bad requests get a JSON error with status 400 (malformed), 404 (unknown user or
+item) or 413 (too large), and are counted by reason in ``stats()``.
 """
-
-from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter
 from typing import Any
 
+from fastapi import FastAPI, Request
 from ray import serve
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir, absolute_location
+from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import ServingCatalog
-from msr_ray.serving.requests import RequestError, decode_body, parse_request
+from msr_ray.serving.requests import RequestError, decode_body, error_response, parse_request
 
 log = logging.getLogger(__name__)
 
+http_api = FastAPI(
+    title="msr-ray recommender",
+    description="MLLM-MSR: ranks a user's candidate items, explained by the user's "
+    "preference summary.",
+)
+
 
 @serve.deployment(name="Recommender", max_ongoing_requests=8)
+@serve.ingress(http_api)
 class Recommender:
     """One replica: the run's MLLM with the trained adapter merged, its items and summaries."""
 
@@ -45,8 +52,24 @@ class Recommender:
         self._score.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         self.counts: Counter[str] = Counter()
 
-    async def __call__(self, http: Request) -> JSONResponse:
-        """HTTP: POST a JSON request body; the ranking, or {"error", "reason"} with a status."""
+    @http_api.post(
+        "/recommend",
+        response_model=schemas.RecommendAnswer,
+        responses=schemas.ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": schemas.RecommendBody.model_json_schema()}
+                },
+            }
+        },
+    )
+    async def post_recommend(self, http: Request) -> Any:
+        """Rank the candidates by P(yes); the user's preference summary explains it.
+
+        The body is read and checked here (size, depth, then fields) before any work.
+        """
         try:
             try:
                 body = await self._body(http)
@@ -55,9 +78,27 @@ class Recommender:
                 )
             except RequestError as exc:
                 raise self._refused(exc) from None
-            return JSONResponse(await self.recommend(payload))
+            return await self.recommend(payload)
         except RequestError as exc:
-            return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
+            return error_response(exc)
+
+    @http_api.get("/users/{user_id}", response_model=schemas.UserProfile, responses=schemas.ERRORS)
+    def get_user(self, user_id: str) -> Any:
+        """The user's latest preference summary, the step it covers and their history."""
+        try:
+            return self.catalog.profile(user_id)
+        except RequestError as exc:
+            return error_response(self._refused(exc))
+
+    @http_api.get("/healthz")
+    def healthz(self) -> dict[str, Any]:
+        """Liveness: the replica has loaded its model and catalog."""
+        return {"status": "ok", "users": len(self.catalog.preferences)}
+
+    @http_api.get("/stats")
+    def get_stats(self) -> dict[str, int]:
+        """This replica's counters: requests answered and refused by reason."""
+        return self.stats()
 
     async def _body(self, http: Request) -> bytes:
         """The request body, refused (413) as soon as it passes ``max_body_bytes``."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from msr_ray.data.histories import train_histories
 from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
 from msr_ray.rundir import RunDir
 from msr_ray.serving.requests import RecommendRequest, RequestError
@@ -24,8 +25,13 @@ class ServingCatalog:
     """Items by id and each user's latest preference summary, held in memory."""
 
     def __init__(
-        self, items: pa.Table, summaries: pa.Table, descriptions: dict[str, str] | None = None
+        self,
+        items: pa.Table,
+        summaries: pa.Table,
+        descriptions: dict[str, str] | None = None,
+        histories: dict[str, list[str]] | None = None,
     ):
+        self.histories = histories or {}
         self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
         if descriptions is not None:
             for item, row in self.items.items():
@@ -48,11 +54,31 @@ class ServingCatalog:
         run.require("dataset", "prepare")
         run.require("user_summaries", "summarize-users")
         descriptions = item_descriptions(run) if with_descriptions else None
+        sequences = run.read_table("dataset", "sequences.parquet")
         return cls(
             run.read_table("dataset", "items.parquet"),
             run.read_table("user_summaries"),
             descriptions,
+            train_histories(sequences),
         )
+
+    def profile(self, user_id: str) -> dict[str, Any]:
+        """The user's latest summary, the step it covers and their training history."""
+        preference = self.preferences.get(user_id)
+        if preference is None:
+            raise RequestError(
+                f"user {user_id!r} has no preference summary in this run", 404, "unknown_user"
+            )
+        history = [
+            {"item_id": item, "title": self.items[item]["title"] if item in self.items else ""}
+            for item in self.histories.get(user_id, [])
+        ]
+        return {
+            "user_id": user_id,
+            "summary": preference.summary,
+            "step": preference.covers_items,
+            "history": history,
+        }
 
     def candidate_rows(self, request: RecommendRequest) -> tuple[Preference, list[dict[str, Any]]]:
         """The user's preference and one scoring row per candidate; 404 for unknown ids."""

@@ -24,6 +24,13 @@ class RecommendRequest:
     top_k: int | None = None
 
 
+def error_response(exc: RequestError) -> Any:
+    """The JSON response of a refused request: ``{"error", "reason"}`` with its status."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
+
+
 # Bodies larger than this are refused (413) before they are decoded.
 MAX_BODY_BYTES = 64 * 1024
 # JSON nested deeper than this is refused (400) before it is decoded.

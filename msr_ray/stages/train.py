@@ -65,6 +65,14 @@ def lora_target(cfg: TrainConfig) -> str | list[str]:
     return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
 
 
+def portable_adapter_config(data: bytes, base_model: str) -> bytes:
+    """The adapter config with the base model named as configured (``mllm.name``), not by
+    the path of this machine's converted copy."""
+    adapter_config = json.loads(data)
+    adapter_config["base_model_name_or_path"] = base_model
+    return json.dumps(adapter_config, indent=2, sort_keys=True).encode()
+
+
 def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
     """A seeded row order that keeps rows sharing a prompt prefix next to each other.
 
@@ -305,8 +313,10 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         out.fs.create_dir(f"{out.path}/{ADAPTER}")
         for name in os.listdir(os.path.join(folder, ADAPTER)):
             with open(os.path.join(folder, ADAPTER, name), "rb") as src:
-                with out.fs.open_output_stream(f"{out.path}/{ADAPTER}/{name}") as dst:
-                    dst.write(src.read())
+                data = src.read()
+            if name == "adapter_config.json":
+                data = portable_adapter_config(data, config.mllm.name)
+            out.write_bytes(data, f"{ADAPTER}/{name}")
         out.write_bytes(dump_config(config).encode(), CONFIG_FILE)
         out.metadata.update(summary)
     return summary

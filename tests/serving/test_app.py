@@ -1,3 +1,4 @@
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -12,7 +13,8 @@ from msr_ray.rundir import MissingStageOutput, RunDir
 from msr_ray.serving.app import Recommender
 from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
 
-URL = "http://127.0.0.1:8000/recommend"
+BASE = "http://127.0.0.1:8000"
+URL = f"{BASE}/recommend"
 
 
 def _write_summaries(run: RunDir) -> None:
@@ -41,7 +43,7 @@ def served(trained):
     _write_summaries(run)
     settings = ServeConfig(run_dir=run.root, max_candidates=10)
     app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(settings.model_dump())
-    handle = serve.run(app, name="recommender", route_prefix="/recommend")
+    handle = serve.run(app, name="recommender", route_prefix="/")
     yield run, handle
     serve.shutdown()
 
@@ -93,6 +95,43 @@ def test_served_ranking_equals_evaluate_scores_and_explains(served):
     }
 
 
+def _get(path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(BASE + path, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_users_health_stats_and_openapi(served):
+    status, profile = _get("/users/u1")
+    assert status == 200
+    assert profile == {
+        "user_id": "u1",
+        "summary": "Likes clips.",
+        "step": 9,
+        "history": [
+            {"item_id": "r1", "title": "Bright red clip"},
+            {"item_id": "r2", "title": "Bright red clip"},
+        ],
+    }
+    status, body = _get("/users/nobody")
+    assert status == 404 and body["reason"] == "unknown_user"
+    assert _get("/healthz") == (200, {"status": "ok", "users": 8})
+    status, stats = _get("/stats")
+    assert status == 200 and stats["unknown_user"] == 1
+    status, spec = _get("/openapi.json")
+    assert status == 200
+    assert {"/recommend", "/users/{user_id}", "/healthz", "/stats"} <= set(spec["paths"])
+    body_schema = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]
+    assert "candidates" in body_schema["application/json"]["schema"]["properties"]
+    with urllib.request.urlopen(BASE + "/docs", timeout=60) as response:
+        assert response.status == 200 and b"swagger" in response.read().lower()
+
+
 def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
+    # The ingress wrapper's constructor is a coroutine (Serve awaits it in the replica).
+    replica_class = Recommender.func_or_class
+    replica = replica_class.__new__(replica_class)
     with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
-        Recommender.func_or_class({"run_dir": str(tmp_path)})
+        asyncio.run(replica.__init__({"run_dir": str(tmp_path)}))

@@ -1,0 +1,54 @@
+"""The HTTP API's request and response models (pydantic), shown at ``/docs``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class RecommendBody(BaseModel):
+    """POST /recommend: rank ``candidates`` for ``user_id``."""
+
+    user_id: str = Field(min_length=1, examples=["u0"])
+    candidates: list[str] = Field(min_length=1, examples=[["i3", "i42", "i7"]])
+    top_k: int | None = Field(None, ge=1, description="return the best top_k (default: all)")
+
+
+class RankedItem(BaseModel):
+    rank: int
+    item_id: str
+    title: str
+    score: float = Field(description="P(yes): will the user interact with this item next")
+
+
+class RecommendAnswer(BaseModel):
+    user_id: str
+    explanation: str = Field(description="the user's latest preference summary")
+    summary_covers_items: int = Field(description="history items the summary covers")
+    candidates: int
+    ranking: list[RankedItem]
+
+
+class HistoryItem(BaseModel):
+    item_id: str
+    title: str
+
+
+class UserProfile(BaseModel):
+    """GET /users/{user_id}: what the recommender knows about a user."""
+
+    user_id: str
+    summary: str
+    step: int = Field(description="history items the summary covers")
+    history: list[HistoryItem] = Field(description="the user's training history, oldest first")
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+    reason: str
+
+
+ERRORS = {
+    400: {"model": ErrorAnswer, "description": "malformed or too deeply nested request"},
+    404: {"model": ErrorAnswer, "description": "unknown user or item"},
+    413: {"model": ErrorAnswer, "description": "body over max_body_bytes"},
+}
