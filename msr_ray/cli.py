@@ -5,15 +5,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
+from msr_ray.cluster import VERBOSE_ENV
 from msr_ray.config import ConfigError, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
-from msr_ray.pipeline import run_pipeline, run_stage, run_status
+from msr_ray.pipeline import STATUS_COUNTS, run_pipeline, run_stage, run_status
 from msr_ray.rundir import MissingStageOutput, NotARunDirectory, RunDir, RunDirLocked
 
 # Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
@@ -75,16 +78,47 @@ def _print_summary(summary: dict) -> None:
     click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
 
+def _result_line(summary: dict) -> str:
+    """One console line per stage: what it did, its key counts, its time and its output.
+
+    The full summary is in the run's ``summaries/<output>.json``.
+    """
+    stage = summary["stage"]
+    if summary.get("skipped"):
+        state = "current, skipped"
+    elif summary.get("complete") is False:
+        state = "partial (rerun to continue)"
+    else:
+        state = "done"
+    parts = []
+    for key in STATUS_COUNTS:
+        value = summary.get(key)
+        if isinstance(value, dict):  # e.g. rows_by_split: "rows train 84 / test 108"
+            name = key.split("_by_")[0]
+            parts.append(f"{name} " + " / ".join(f"{k} {v}" for k, v in value.items()))
+        elif value is not None:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    counts = ", ".join(parts)
+    seconds = f" in {summary['seconds']:.0f} s" if summary.get("seconds") is not None else ""
+    where = f" -> {summary['output']}" if summary.get("output") else ""
+    return f"{stage}: {state}{seconds}" + (f" ({counts})" if counts else "") + where
+
+
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     try:
         summary = run_stage(command, config, force=force, address=address)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
-    _print_summary(summary)
+    click.echo(_result_line(summary))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show Ray's and the workers' logs and library warnings (else: one line per stage).",
+)
 @click.version_option(package_name="msr-ray")
 def main(verbose: bool) -> None:
     """MLLM-MSR on Ray: multimodal sequential recommendation with multimodal LLMs.
@@ -93,10 +127,15 @@ def main(verbose: bool) -> None:
     build-samples -> train -> evaluate. Each reads and writes Parquet tables in
     one run directory and skips itself when its complete output is there.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        level = logging.DEBUG
+    else:
+        # Libraries' warnings stay off the console; Ray's worker processes inherit this.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.command()
@@ -170,9 +209,12 @@ def _run_all(
     from msr_ray.report import build_report, collect_metrics
 
     try:
-        summaries = run_pipeline(config, force=force, address=address)
-        for summary in summaries:
-            _print_summary(summary)
+        run_pipeline(
+            config,
+            force=force,
+            address=address,
+            on_stage=lambda summary: click.echo(_result_line(summary)),
+        )
         run = RunDir(config.run_dir)
         if compare and run.is_complete("eval"):
             with run.lock():

@@ -6,6 +6,26 @@ import os
 import tempfile
 
 LOCAL_TEMP_DIR = os.path.join(tempfile.gettempdir(), "msr-ray")
+# Set by `msr-ray --verbose`: Ray's workers' output and Ray's own logs reach the console.
+VERBOSE_ENV = "MSR_RAY_VERBOSE"
+
+
+def quiet() -> bool:
+    """Whether Ray's, Ray Data's and the workers' logs stay off the console."""
+    return os.environ.get(VERBOSE_ENV, "") in ("", "0")
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray's and Ray Data's driver-side INFO logs and progress dumps off the console."""
+    import logging
+
+    from ray.data import DataContext  # first: importing Ray Data configures its loggers
+
+    for name in ("ray", "ray.data", "ray.train", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
@@ -19,15 +39,20 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     the host's addresses), so the local instance keeps Ray's default token
     authentication: the token comes from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
     ``~/.ray/auth_token``, which Ray creates on first use. ``RAY_AUTH_MODE=disabled``
-    turns it off. A second call while connected reuses the connection.
+    turns it off. Unless ``MSR_RAY_VERBOSE`` is set (``msr-ray --verbose``), workers'
+    output stays in the Ray session's log files (``<temp dir>/session_*/logs``) and Ray's
+    driver-side INFO logs stay off the console. A second call while connected reuses the
+    connection.
     """
     import ray
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    if quiet():
+        quiet_ray_logs()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=not quiet())
     else:
         os.makedirs(LOCAL_TEMP_DIR, exist_ok=True)
         ray.init(
@@ -36,6 +61,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
             include_dashboard=False,
             _temp_dir=LOCAL_TEMP_DIR,
             configure_logging=False,
+            # Workers' output (model loading bars, library warnings, Ray Train's own
+            # lines) stays in the session's log files unless --verbose.
+            log_to_driver=not quiet(),
         )
     return ray.cluster_resources()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,8 @@ def run_stage(
         if not force and provenance.state(stage.output, config, run) == "current":
             log.info("%s: current output in %s, skipped", command, run.path(stage.output))
             marker = {k: v for k, v in run.completion(stage.output).items() if k != "files"}
-            return {**marker, "stage": command, "skipped": True}
+            output = run.path(stage.output, marker["version"])
+            return {**marker, "stage": command, "skipped": True, "output": output}
         provenance.check_upstream(stage.output, config, run)
         run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
         if force:
@@ -68,20 +70,30 @@ def run_stage(
         summary = module.run(config, run)
         summary = {"stage": command, "skipped": False, **summary}
         summary["seconds"] = round(time.perf_counter() - start, 3)
+        if summary.get("complete") is not False and run.is_complete(stage.output):
+            summary["output"] = run.path(stage.output, run.completion(stage.output)["version"])
         run.write_json(summary, "summaries", f"{stage.output}.json")
         return summary
 
 
 def run_pipeline(
-    config: PipelineConfig, force: bool = False, address: str | None = None
+    config: PipelineConfig,
+    force: bool = False,
+    address: str | None = None,
+    on_stage: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every stage in order; stop after one whose output is partial. Their summaries."""
+    """Run every stage in order; stop after one whose output is partial. Their summaries.
+
+    ``on_stage`` is called with each stage's summary as soon as the stage ends.
+    """
     summaries = []
     run = RunDir(absolute_location(config.run_dir))
     with run.lock():
         for stage in STAGES:
             summary = run_stage(stage.command, config, force=force, address=address)
             summaries.append(summary)
+            if on_stage:
+                on_stage(summary)
             if summary.get("complete") is False:
                 # Partial output (e.g. a max_items budget): later stages wait for the rest.
                 break

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from msr_ray.cli import main
 from msr_ray.pipeline import STAGES
+from msr_ray.rundir import RunDir
 
 COMMANDS = [
     "prepare",
@@ -58,14 +59,17 @@ def test_prepare_writes_config_summary_and_skips_second_time(tmp_path):
     ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    summary = json.loads(first.output)
+    # One result line; the full summary is in summaries/.
+    (line,) = first.output.strip().splitlines()
+    assert line.startswith("prepare: done in ") and "(users 20, items kept" in line
+    assert line.endswith(str(RunDir(str(run_dir)).output_path("dataset")))
+    summary = json.loads((run_dir / "summaries" / "dataset.json").read_text())
     assert summary["skipped"] is False and summary["users"] == 20
     assert (run_dir / "config.yaml").read_text().count("num_users: 20") == 1
-    assert (run_dir / "summaries" / "dataset.json").exists()
     second = CliRunner().invoke(main, args)
-    assert json.loads(second.output)["skipped"] is True
+    assert second.output.startswith("prepare: current, skipped")
     forced = CliRunner().invoke(main, [*args, "--force"])
-    assert json.loads(forced.output)["skipped"] is False
+    assert forced.output.startswith("prepare: done in ")
 
 
 def test_a_relative_run_dir_is_recorded_absolute(tmp_path, monkeypatch):

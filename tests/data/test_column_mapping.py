@@ -57,7 +57,7 @@ def test_a_retail_export_prepares_with_column_mapping_and_iso_dates(tmp_path):
     ]
     result = CliRunner().invoke(main, [*args, *MAPPING])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads((run_dir / "summaries" / "dataset.json").read_text())
     assert summary["users"] == 8 and summary["quarantined"]["interactions"] == {}
     run = RunDir(str(run_dir))
     items = {r["item_id"]: r for r in run.read_table("dataset", "items.parquet").to_pylist()}
