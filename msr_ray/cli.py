@@ -293,15 +293,7 @@ def report(config_path, overrides, run_dir, max_users):
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="Pipeline config YAML the run is compared with (default: the run's config.yaml).",
-)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
-@click.option("--run-dir", help="Run directory (local path or s3://... URI).")
+@_config_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(config_path, overrides, run_dir, as_json):
     """Each stage of a run: current, stale, partial or missing, with counts, time and path.

@@ -43,18 +43,15 @@ MAPPING = [
 ]
 
 
+def _prepare(source, run_dir) -> list[str]:
+    """`msr-ray prepare` arguments for a CSV source folder."""
+    return ["prepare", "--source", "csv", "--path", str(source), "--run-dir", str(run_dir)]
+
+
 def test_a_retail_export_prepares_with_column_mapping_and_iso_dates(tmp_path):
     _retail(tmp_path / "retail")
     run_dir = tmp_path / "run"
-    args = [
-        "prepare",
-        "--source",
-        "csv",
-        "--path",
-        str(tmp_path / "retail"),
-        "--run-dir",
-        str(run_dir),
-    ]
+    args = _prepare(tmp_path / "retail", run_dir)
     result = CliRunner().invoke(main, [*args, *MAPPING])
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "summaries" / "dataset.json").read_text())
@@ -71,15 +68,7 @@ def test_a_retail_export_prepares_with_column_mapping_and_iso_dates(tmp_path):
 
 def test_unmapped_columns_name_the_real_cause(tmp_path):
     _retail(tmp_path / "retail")
-    args = [
-        "prepare",
-        "--source",
-        "csv",
-        "--path",
-        str(tmp_path / "retail"),
-        "--run-dir",
-        str(tmp_path / "run"),
-    ]
+    args = _prepare(tmp_path / "retail", tmp_path / "run")
     missing = CliRunner().invoke(main, args)
     assert (
         missing.exit_code == 1
@@ -88,8 +77,7 @@ def test_unmapped_columns_name_the_real_cause(tmp_path):
     )
     bad_dates = tmp_path / "bad"
     _retail(bad_dates, date_format="%d/%m/%Y")
-    args[4] = str(bad_dates)
-    result = CliRunner().invoke(main, [*args, *MAPPING])
+    result = CliRunner().invoke(main, [*_prepare(bad_dates, tmp_path / "run"), *MAPPING])
     assert result.exit_code == 1
     assert "64 of 64 interaction rows were rejected: bad_timestamp x64" in result.output
     assert "column 'timestamp': '01/09/2020'" in result.output
