@@ -120,12 +120,8 @@ def _without(value: Any, dotted: str, ignored: tuple[str, ...]) -> Any:
 def upstream_of(output: str, config: PipelineConfig) -> tuple[str, ...]:
     """The outputs that ``output`` is built from under this config."""
     spec = PROVENANCE[output]
-    extra = ("item_summaries",) if spec.with_descriptions and _descriptions(config) else ()
-    return spec.upstream + extra
-
-
-def _descriptions(config: PipelineConfig) -> bool:
-    return config.recommender.candidate_description
+    shown = spec.with_descriptions and config.recommender.candidate_description
+    return spec.upstream + (("item_summaries",) if shown else ())
 
 
 def source_listing(config: PipelineConfig) -> list[tuple[str, int, int]]:

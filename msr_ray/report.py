@@ -41,9 +41,7 @@ def collect_metrics(run: RunDir) -> dict[str, dict]:
 
 
 def _png(out: StageOutput, name: str, data: bytes) -> str:
-    out.fs.create_dir(f"{out.path}/img")
-    with out.fs.open_output_stream(f"{out.path}/img/{name}") as f:
-        f.write(data)
+    out.write_bytes(data, f"img/{name}")
     return f"img/{name}"
 
 
@@ -230,7 +228,6 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
             f"</title><style>{STYLE}</style></head><body><h1>msr-ray report</h1>"
             f"<p>run: {html.escape(run.root)}</p>{''.join(body)}</body></html>"
         )
-        with out.fs.open_output_stream(f"{out.path}/index.html") as f:
-            f.write(page.encode())
+        out.write_bytes(page.encode(), "index.html")
         out.metadata["sections"] = sections
     return {"path": run.output_path(STAGE, "index.html"), "sections": sections}

@@ -76,8 +76,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         "metrics": metrics,
     }
     with run.stage_output(f"baselines/{name}", {"model": name}, fingerprint) as out:
-        with out.fs.open_output_stream(f"{out.path}/metrics.json") as f:
-            f.write(json.dumps({name: metrics}, indent=2).encode())
-        with out.fs.open_output_stream(f"{out.path}/training.json") as f:
-            f.write(json.dumps({k: v for k, v in summary.items() if k != "metrics"}).encode())
+        out.write_bytes(json.dumps({name: metrics}, indent=2).encode(), "metrics.json")
+        training = {k: v for k, v in summary.items() if k != "metrics"}
+        out.write_bytes(json.dumps(training).encode(), "training.json")
     return summary

@@ -68,6 +68,5 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         out.write_table(scores, "scores.parquet")
     metadata = {"metrics": metrics, "prompt_version": RECOMMEND_PROMPT_VERSION}
     with run.stage_output(STAGE, metadata) as out:
-        with out.fs.open_output_stream(f"{out.path}/metrics.json") as f:
-            f.write(json.dumps({MODEL_NAME: metrics}, indent=2).encode())
+        out.write_bytes(json.dumps({MODEL_NAME: metrics}, indent=2).encode(), "metrics.json")
     return {"candidates": scores.num_rows, "metrics": metrics}
