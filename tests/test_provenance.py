@@ -8,10 +8,10 @@ import pytest
 
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, load_config, with_overrides
+from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
 from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
-from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
 
 
 def _config(run_dir, *overrides):

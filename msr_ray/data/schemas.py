@@ -33,6 +33,21 @@ SEQUENCES = pa.schema(
     ]
 )
 
+# Preference summaries: one row per (user, step), step = history items covered.
+USER_SUMMARIES = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("step", pa.int32()),
+        ("summary", pa.string()),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+        ("mode", pa.string()),
+        ("block_size", pa.int32()),
+        ("prompt_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+    ]
+)
+
 QUARANTINE = pa.schema(
     [
         pa.field("table", pa.string()),

@@ -41,7 +41,7 @@ def test_every_user_and_step_then_kill_a_shard_and_match(tmp_path, ray_session):
     key = provenance.fingerprint("user_summaries", killed, run)  # what run_stage builds
     summarizer = UserSummarizer(killed, key)
     summarizer.round()
-    in_flight = [shard.step.remote() for shard in summarizer.shards]
+    in_flight = [shard.advance_round.remote() for shard in summarizer.shards]
     ray.kill(summarizer.shards[0], no_restart=False)
     ray.get(in_flight)  # retried on the restarted shard
     while summarizer.round():
@@ -69,33 +69,6 @@ def test_routing_is_stable_across_processes():
     assert len(set(shard_of(u, 4) for u in users)) == 4
 
 
-def test_update_equals_recomputation_over_extended_history(tmp_path):
-    history = [f"i{n}" for n in range(11)]
-
-    def shard(run_dir, items):
-        _dataset(run_dir, {"u": items})
-        return UserShard(0, 1, tiny_config(run_dir))
-
-    online = shard(tmp_path / "a", history[:7])
-    while online.step()["pending"]:
-        pass
-    assert online.get("u")["step"] == 7
-    updated = online.update("u", history[7:11])
-    full = shard(tmp_path / "b", history)
-    while full.step()["pending"]:
-        pass
-    assert updated == full.get("u") and updated["step"] == 11
-    import pytest
-
-    from msr_ray.stages.users import UserInputError
-
-    with pytest.raises(UserInputError, match="unknown item"):
-        online.update("u", ["nope"])
-    with pytest.raises(UserInputError, match="no new items"):
-        online.update("u", [])
-    assert online.get("stranger") is None
-
-
 def test_direct_mode_and_counted_errors(tmp_path, ray_session):
     histories = {**HISTORIES, "empty": [], "ghost": ["i1", "not-an-item"]}
     config = tiny_config(tmp_path / "d", "users.mode=direct")
@@ -119,12 +92,12 @@ def test_direct_prompt_holds_the_whole_prefix_and_no_previous_summary(tmp_path):
     direct = UserShard(0, 1, tiny_config(tmp_path / "d", "users.mode=direct"))
     assert recurrent._pending() == [("u", 3)]  # each block waits for the one before
     assert direct._pending() == [("u", 3), ("u", 6), ("u", 8)]  # all independent
-    recurrent.step()
-    block = recurrent._request("u", 6).messages[0]["content"]
-    prefix = direct._request("u", 6).messages[0]["content"]
+    recurrent.advance_round()
+    block = recurrent.summarizer.request("u", recurrent.users["u"], 6).messages[0]["content"]
+    prefix = direct.summarizer.request("u", direct.users["u"], 6).messages[0]["content"]
     assert "previous preference" in block and "previous preference" not in prefix
     assert "Title i0" not in block and "Title i5" in block and "Title i6" not in block
     assert all(f"Title i{n}" in prefix for n in range(6)) and "Title i6" not in prefix
-    while direct.step()["pending"]:
+    while direct.advance_round()["pending"]:
         pass
     assert sorted(direct.users["u"].summaries) == [3, 6, 8]
