@@ -289,6 +289,15 @@ class RunDir:
         self.fs.move(tmp, target)
         return target
 
+    def list_files(self, *parts: str) -> list[str]:
+        """Names of the files directly in a folder of the run, sorted ([] when absent)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(
+            info.base_name
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and not info.base_name.startswith(TEMP_PREFIX)
+        )
+
     def write_json(self, obj: Any, *parts: str) -> str:
         """Write JSON atomically."""
         text = json.dumps(obj, indent=2, sort_keys=True, default=str)

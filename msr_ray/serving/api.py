@@ -39,7 +39,40 @@ class UserProfile(BaseModel):
     user_id: str
     summary: str
     step: int = Field(description="history items the summary covers")
-    history: list[HistoryItem] = Field(description="the user's training history, oldest first")
+    history: list[HistoryItem] = Field(
+        description="the user's training history, then the items added online, oldest first"
+    )
+    online_items: int = Field(description="history items added by POST /users/{id}/events")
+
+
+class EventsBody(BaseModel):
+    """POST /users/{user_id}/events: the user interacted with ``items``, in this order."""
+
+    items: list[str] = Field(min_length=1, examples=[["i3"]])
+    event_id: str | None = Field(
+        None,
+        max_length=128,
+        description="idempotency key: a retried post with the same id is not applied twice",
+    )
+
+
+class EventsAnswer(BaseModel):
+    """The event is durable and the summary covers it."""
+
+    user_id: str
+    event_id: str
+    duplicate: bool = Field(description="true when this event_id had already been applied")
+    summary: str
+    step: int
+    online_items: list[str]
+    events: int = Field(description="online events accepted for this user so far")
+
+
+class Page(BaseModel):
+    """A slice of a listing: ``total`` ids exist."""
+
+    total: int
+    ids: list[str]
 
 
 class ErrorAnswer(BaseModel):
@@ -49,6 +82,6 @@ class ErrorAnswer(BaseModel):
 
 ERRORS = {
     400: {"model": ErrorAnswer, "description": "malformed or too deeply nested request"},
-    404: {"model": ErrorAnswer, "description": "unknown user or item"},
+    404: {"model": ErrorAnswer, "description": "unknown user or item, or an item with no image"},
     413: {"model": ErrorAnswer, "description": "body over max_body_bytes"},
 }

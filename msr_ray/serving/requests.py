@@ -107,3 +107,30 @@ def parse_request(payload: Any, max_candidates: int) -> RecommendRequest:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise RequestError("'top_k' must be a positive integer")
     return RecommendRequest(user_id, candidates, top_k)
+
+
+MAX_EVENT_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class EventsRequest:
+    """Append ``items`` to a user's history; ``event_id`` makes a retried post a no-op."""
+
+    items: tuple[str, ...]
+    event_id: str | None
+
+
+def parse_events(payload: Any, max_items: int) -> EventsRequest:
+    """Check a decoded JSON body: {"items": [str, ...], "event_id": str?}."""
+    if not isinstance(payload, dict):
+        raise RequestError("the body must be a JSON object")
+    unknown = sorted(set(payload) - {"items", "event_id"})
+    if unknown:
+        raise RequestError(f"unknown fields {unknown[:5]}; expected items, event_id")
+    items = _ids(payload.get("items"), "items", max_items)
+    event_id = payload.get("event_id")
+    if event_id is not None and (
+        not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS
+    ):
+        raise RequestError(f"'event_id' must be a string of 1 to {MAX_EVENT_ID_CHARS} characters")
+    return EventsRequest(items, event_id)

@@ -8,10 +8,11 @@ import pytest
 from ray import serve
 
 from msr_ray.config import ServeConfig
+from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
 from msr_ray.serving.app import Recommender
-from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
+from msr_ray.serving.updater import ProfileUpdater
 
 BASE = "http://127.0.0.1:8000"
 URL = f"{BASE}/recommend"
@@ -42,7 +43,10 @@ def served(trained):
     run_stage("evaluate", config)  # skipped when an earlier test ran it
     _write_summaries(run)
     settings = ServeConfig(run_dir=run.root, max_candidates=10)
-    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(settings.model_dump())
+    updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
+    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(
+        updater, settings.model_dump()
+    )
     handle = serve.run(app, name="recommender", route_prefix="/")
     yield run, handle
     serve.shutdown()
@@ -114,10 +118,12 @@ def test_users_health_stats_and_openapi(served):
             {"item_id": "r1", "title": "Bright red clip"},
             {"item_id": "r2", "title": "Bright red clip"},
         ],
+        "online_items": 0,
     }
     status, body = _get("/users/nobody")
     assert status == 404 and body["reason"] == "unknown_user"
-    assert _get("/healthz") == (200, {"status": "ok", "users": 8})
+    status, health = _get("/healthz")
+    assert status == 200 and health["status"] == "ok" and health["users"] == 8
     status, stats = _get("/stats")
     assert status == 200 and stats["unknown_user"] == 1
     status, spec = _get("/openapi.json")
@@ -134,4 +140,4 @@ def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
     replica_class = Recommender.func_or_class
     replica = replica_class.__new__(replica_class)
     with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
-        asyncio.run(replica.__init__({"run_dir": str(tmp_path)}))
+        asyncio.run(replica.__init__(None, {"run_dir": str(tmp_path)}))

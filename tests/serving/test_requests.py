@@ -63,38 +63,50 @@ def _catalog(descriptions: dict[str, str] | None = None) -> ServingCatalog:
 
 
 def test_catalog_serves_the_latest_summary_with_each_candidate():
-    preference, rows = _catalog().candidate_rows(RecommendRequest("u1", ("b", "a")))
+    catalog, request = _catalog(), RecommendRequest("u1", ("b", "a"))
+    catalog.check_candidates(request)
+    preference = catalog.preferences["u1"]
     assert preference == Preference("new", 6)
+    rows = catalog.candidate_rows(request, preference)
     assert [(r["item_id"], r["title"], r["summary"]) for r in rows] == [
         ("b", "B", "new"),
         ("a", "A", "new"),
     ]
     assert rows[0]["image_bytes"] == [b"png"] and "description" not in rows[0]
-    _, described = _catalog({"a": "About A."}).candidate_rows(RecommendRequest("u1", ("b", "a")))
+    described = _catalog({"a": "About A."}).candidate_rows(request, preference)
     assert [r["description"] for r in described] == [None, "About A."]
 
 
 def test_unknown_user_and_items_are_404():
     catalog = _catalog()
     with pytest.raises(RequestError, match="'ghost' has no preference summary") as info:
-        catalog.candidate_rows(RecommendRequest("ghost", ("a",)))
+        catalog.check_candidates(RecommendRequest("ghost", ("a",)))
     assert (info.value.status, info.value.reason) == (404, "unknown_user")
     with pytest.raises(RequestError, match="1 unknown item ids, e.g. \\['zz'\\]") as info:
-        catalog.candidate_rows(RecommendRequest("u1", ("a", "zz")))
+        catalog.check_candidates(RecommendRequest("u1", ("a", "zz")))
     assert (info.value.status, info.value.reason) == (404, "unknown_item")
 
 
-def test_shipped_serve_config_is_valid_for_ray_and_for_the_app():
-    data = yaml.safe_load((ROOT / "serve_configs" / "recommender.yaml").read_text())
+@pytest.mark.parametrize(
+    "name, host, gpus", [("recommender", "127.0.0.1", 0), ("recommender-cluster", "0.0.0.0", 1)]
+)
+def test_shipped_serve_configs_are_valid_for_ray_and_for_the_app(name, host, gpus):
+    data = yaml.safe_load((ROOT / "serve_configs" / f"{name}.yaml").read_text())
     schema = ServeDeploySchema.model_validate(data)
+    assert schema.http_options.host == host and schema.http_options.request_timeout_s > 0
     app = schema.applications[0]
     assert app.import_path == "msr_ray.serving.app:build_app"
-    assert ServeConfig.model_validate(app.args).max_candidates == 100
-    autoscaling = app.deployments[0].autoscaling_config
+    args = ServeConfig.model_validate(app.args)
+    assert args.max_candidates == 100 and args.max_body_bytes == 64 * 1024
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == {"Recommender", "ProfileUpdater"}  # the app's deployment names
+    recommender, updater = deployments["Recommender"], deployments["ProfileUpdater"]
+    autoscaling = recommender.autoscaling_config
     assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
-    assert app.deployments[0].max_queued_requests > 0
-    assert schema.http_options.request_timeout_s > 0
-    assert ServeConfig.model_validate(app.args).max_body_bytes == 64 * 1024
+    assert recommender.max_queued_requests > 0
+    assert recommender.ray_actor_options.num_gpus == gpus
+    ServeConfig.model_validate({**app.args, **recommender.user_config})  # hot-reload keys
+    assert updater.num_replicas == 1  # the single writer of profile updates
 
 
 def test_limits_come_before_per_item_work():

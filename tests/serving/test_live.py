@@ -1,0 +1,249 @@
+"""The served recommender live: online events (durable, ordered, exactly once, equal to
+`summarize-users` offline), a hot reload, and the browse page in a real headless browser."""
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pytest
+from ray import serve
+
+from msr_ray.config import ServeConfig
+from msr_ray.data.schemas import SEQUENCES
+from msr_ray.recommender import trained_config
+from msr_ray.rundir import RunDir
+from msr_ray.serving.app import Recommender
+from msr_ray.serving.updater import ProfileUpdater
+from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
+from msr_ray.stages.users import STAGE, UserShard, persisted
+from tests.browser import Browser, chromium_or_skip
+
+BASE = "http://127.0.0.1:8000"
+
+
+def _call(path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        BASE + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _summarize_users(run: RunDir) -> dict:
+    """Batch user summaries by the summarize-users shard code; the users' states."""
+    config = trained_config(run).model_copy(update={"run_dir": run.root})
+    shard = UserShard(0, 1, config, "offline")
+    while shard.advance_round()["pending"]:
+        pass
+    with run.stage_output(STAGE) as out:
+        out.write_table(persisted(run, "offline"), "summaries.parquet")
+    return shard.users
+
+
+def _extend_history(run: RunDir, user: str, items: list[str]) -> None:
+    """Rewrite the dataset: ``items`` appended to ``user``'s train history."""
+    sequences = run.read_table("dataset", "sequences.parquet").to_pylist()
+    sequences += [
+        {"user_id": user, "item_id": item, "timestamp": 100 + n, "position": 100 + n}
+        | {"split": "train"}
+        for n, item in enumerate(items)
+    ]
+    items_table = run.read_table("dataset", "items.parquet")
+    with run.stage_output("dataset") as out:
+        out.write_table(items_table, "items.parquet")
+        out.write_table(pa.Table.from_pylist(sequences, schema=SEQUENCES), "sequences.parquet")
+
+
+@pytest.fixture(scope="module")
+def live_run(trained, tmp_path_factory):
+    """A copy of the trained run with item summaries and real batch user summaries."""
+    _, source, _ = trained
+    root = tmp_path_factory.mktemp("live") / "run"
+    shutil.copytree(source.root, root)
+    run = RunDir(str(root))
+    items = run.read_table("dataset", "items.parquet")["item_id"].to_pylist()
+    rows = [
+        {"item_id": i, "summary": f"A {'red' if i[0] == 'r' else 'blue'} clip.", "model": "t"}
+        for i in items
+    ]
+    with run.stage_output("item_summaries") as out:
+        out.write_table(pa.Table.from_pylist(rows, schema=ITEM_SUMMARIES))
+    _summarize_users(run)
+    return run
+
+
+def _copy(run: RunDir, target) -> RunDir:
+    """A copy of ``run`` without its online profiles (no earlier test's events)."""
+    shutil.copytree(run.root, target, ignore=shutil.ignore_patterns("profiles"))
+    return RunDir(str(target))
+
+
+def _serve(run_dir: str) -> None:
+    settings = ServeConfig(run_dir=run_dir, max_candidates=12)
+    updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
+    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(
+        updater, settings.model_dump()
+    )
+    serve.run(app, name="recommender", route_prefix="/")
+
+
+def test_events_are_durable_ordered_once_and_equal_offline_summaries(live_run, tmp_path):
+    offline = _copy(live_run, tmp_path / "offline")  # before any event
+    _serve(live_run.root)
+    try:
+        status, before = _call("/users/u0")
+        assert status == 200 and before["step"] == 2 and before["online_items"] == 0
+
+        status, first = _call("/users/u0/events", {"items": ["b0", "b1"], "event_id": "e1"})
+        assert status == 200 and first["step"] == 4 and first["duplicate"] is False
+        status, second = _call("/users/u0/events", {"items": ["b2"]})
+        assert status == 200 and second["step"] == 5 and second["events"] == 2
+        status, again = _call("/users/u0/events", {"items": ["b0", "b1"], "event_id": "e1"})
+        assert status == 200 and again["duplicate"] is True and again["events"] == 2
+
+        with ThreadPoolExecutor(3) as pool:  # concurrent events for one user
+            answers = list(
+                pool.map(lambda i: _call("/users/u1/events", {"items": [i]}), ["b3", "b4", "b5"])
+            )
+        assert [status for status, _ in answers] == [200, 200, 200]
+        by_order = sorted((a["events"], a["online_items"]) for _, a in answers)
+        assert [events for events, _ in by_order] == [1, 2, 3]  # one at a time
+        final = by_order[-1][1]
+        assert sorted(final) == ["b3", "b4", "b5"]  # each exactly once
+        assert [items for _, items in by_order] == [final[:1], final[:2], final]  # in order
+
+        status, ranked = _call("/recommend", {"user_id": "u0", "candidates": ["r0", "b3"]})
+        assert status == 200 and ranked["explanation"] == second["summary"]
+        assert ranked["summary_covers_items"] == 5
+
+        status, refused = _call("/users/u0/events", {"items": ["nope"]})
+        assert status == 404 and refused["reason"] == "unknown_item"
+        status, refused = _call("/users/u0/events", {"items": "b1"})
+        assert status == 400 and refused["reason"] == "malformed"
+        status, refused = _call("/users/ghost/events", {"items": ["b1"]})
+        assert status == 404 and refused["reason"] == "unknown_user"
+    finally:
+        serve.shutdown()
+
+    _serve(live_run.root)  # a restart: every replica is new
+    try:
+        status, after = _call("/users/u0")
+    finally:
+        serve.shutdown()
+    assert status == 200 and after["step"] == 5 and after["summary"] == second["summary"]
+    assert [h["item_id"] for h in after["history"]][-3:] == ["b0", "b1", "b2"]
+    assert after["online_items"] == 3
+
+    _extend_history(offline, "u0", ["b0", "b1", "b2"])
+    users = _summarize_users(offline)  # summarize-users over the extended history
+    assert users["u0"].summaries[5] == after["summary"]
+
+
+def _deploy(run_dir: str, user_config: dict) -> dict:
+    """Deploy the app from a config, as `serve deploy` does; wait until it answers."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    config = {
+        "applications": [
+            {
+                "name": "recommender",
+                "route_prefix": "/",
+                "import_path": "msr_ray.serving.app:build_app",
+                "args": {"run_dir": run_dir, "max_candidates": 12},
+                "deployments": [
+                    {
+                        "name": "Recommender",
+                        "user_config": user_config,
+                        "ray_actor_options": {"num_cpus": 0.5},
+                    },
+                    {"name": "ProfileUpdater", "ray_actor_options": {"num_cpus": 0}},
+                ],
+            }
+        ]
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get("recommender")
+        if app is not None and app.status == "RUNNING":
+            status, health = _call("/healthz")
+            if status == 200 and health["max_batch_requests"] == user_config["max_batch_requests"]:
+                return health
+        time.sleep(0.5)
+    raise TimeoutError("the app did not reach RUNNING with the new config")
+
+
+def test_reconfigure_switches_runs_without_a_new_replica(live_run, tmp_path):
+    other = _copy(live_run, tmp_path / "other")
+    _extend_history(other, "u2", ["b0", "b1", "b2", "b3"])
+    _summarize_users(other)
+    try:
+        health = _deploy(live_run.root, {"max_batch_requests": 2})
+        assert health["run_dir"] == live_run.root
+        assert _call("/users/u2")[1]["step"] == 2
+        switched = _deploy(live_run.root, {"run_dir": other.root, "max_batch_requests": 3})
+        assert switched["replica"] == health["replica"]  # reconfigured in place, not replaced
+        assert switched["run_dir"] == other.root
+        status, profile = _call("/users/u2")
+        assert status == 200 and profile["step"] == 6 and len(profile["history"]) == 6
+        status, ranked = _call("/recommend", {"user_id": "u2", "candidates": ["r0", "b5"]})
+        assert status == 200 and ranked["summary_covers_items"] == 6
+    finally:
+        serve.shutdown()
+
+
+def test_browse_page_in_headless_chromium(live_run, tmp_path):
+    executable = chromium_or_skip()
+    fresh = _copy(live_run, tmp_path / "fresh")
+    _serve(fresh.root)
+    browser = Browser(executable, tmp_path / "profile")
+    try:
+        browser.open(BASE + "/")
+        browser.wait_for("document.querySelectorAll('#ranking li').length === 10")
+        assert browser.evaluate("document.getElementById('user-select').options.length") == 8
+        user = browser.evaluate("document.body.dataset.user")
+        history = browser.evaluate("[...document.querySelectorAll('#history li')].length")
+        summary = browser.evaluate("document.getElementById('summary').textContent")
+        assert user == "u0" and history == 2 and summary
+        scores = browser.evaluate(
+            "[...document.querySelectorAll('#ranking .score')].map(s => +s.textContent)"
+        )
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+        assert browser.wait_for(
+            "[...document.querySelectorAll('#history img')].every(i => i.complete)"
+            " && [...document.querySelectorAll('#history img')].every(i => i.naturalWidth > 0)"
+        )
+        clicked = browser.evaluate(
+            "(() => { const li = document.querySelector('#ranking li');"
+            " li.querySelector('button.add-event').click(); return li.dataset.item; })()"
+        )
+        browser.wait_for("document.querySelectorAll('#history li').length === 3")
+        browser.wait_for("document.querySelectorAll('#ranking li').length === 9")  # one less unseen
+        assert browser.evaluate(
+            "document.querySelector('#history li:last-child').dataset.item"
+        ) == (clicked)
+        assert browser.evaluate("document.body.dataset.step") == "3"
+        ranked = browser.evaluate(
+            "[...document.querySelectorAll('#ranking li')].map(l => l.dataset.item)"
+        )
+        assert clicked not in ranked  # the new history item is no longer a candidate
+        assert (
+            browser.evaluate("document.getElementById('summary').textContent")
+            == _call("/users/u0")[1]["summary"]
+            != summary  # the recurrent step ran on the new block
+        )
+        shot = browser.screenshot(tmp_path / "browse.png")
+        assert shot.stat().st_size > 10_000
+    finally:
+        browser.close()
+        serve.shutdown()
