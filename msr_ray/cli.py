@@ -18,6 +18,7 @@ from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import STATUS_COUNTS, run_pipeline, run_stage, run_status
 from msr_ray.rundir import MissingStageOutput, NotARunDirectory, RunDir, RunDirLocked
+from msr_ray.runlogs import captured
 
 # Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
 # no traceback.
@@ -117,7 +118,8 @@ def _result_line(summary: dict) -> str:
 
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     try:
-        summary = run_stage(command, config, force=force, address=address)
+        with captured(RunDir(config.run_dir), command):
+            summary = run_stage(command, config, force=force, address=address)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_result_line(summary))
@@ -220,25 +222,26 @@ def _run_all(
     from msr_ray.report import build_report, collect_metrics
 
     try:
-        run_pipeline(
-            config,
-            force=force,
-            address=address,
-            on_stage=lambda summary: click.echo(_result_line(summary)),
-        )
         run = RunDir(config.run_dir)
-        if compare and run.is_complete("eval"):
-            with run.lock():
-                for model, name in BASELINES.items():
-                    current = provenance.state("baselines", config, run, f"baselines/{name}")
-                    if force or current != "current":
-                        run_baseline(config, run, model)
-                click.echo(f"Report: {build_report(run)['path']}")
+        with captured(run, "demo" if compare else "pipeline"):
+            run_pipeline(
+                config,
+                force=force,
+                address=address,
+                on_stage=lambda summary: click.echo(_result_line(summary)),
+            )
+            if compare and run.is_complete("eval"):
+                with run.lock():
+                    for model, name in BASELINES.items():
+                        current = provenance.state("baselines", config, run, f"baselines/{name}")
+                        if force or current != "current":
+                            run_baseline(config, run, model)
+                    click.echo(f"Report: {build_report(run)['path']}")
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     if run.is_complete("eval"):
         click.echo(format_table(collect_metrics(run), split=config.evaluate.splits[-1]))
-    click.echo(f"Run directory: {run.root}")
+    click.echo(f"Run directory: {run.root} (logs in {run.path('logs')})")
 
 
 @main.command()

@@ -8,6 +8,9 @@ import tempfile
 LOCAL_TEMP_DIR = os.path.join(tempfile.gettempdir(), "msr-ray")
 # Set by `msr-ray --verbose`: Ray's workers' output and Ray's own logs reach the console.
 VERBOSE_ENV = "MSR_RAY_VERBOSE"
+# The session folder of the local Ray instance this process started (None: none, or a
+# remote cluster), whose worker logs `runlogs` copies into the run directory.
+local_session: str | None = None
 
 
 def quiet() -> bool:
@@ -65,6 +68,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
             # lines) stays in the session's log files unless --verbose.
             log_to_driver=not quiet(),
         )
+        global local_session
+        local_session = os.path.realpath(os.path.join(LOCAL_TEMP_DIR, "session_latest"))
     return ray.cluster_resources()
 
 

@@ -210,7 +210,12 @@ class TrainConfig(_Strict):
     num_workers: Ray Train workers (data parallel).
     use_gpu: one GPU per worker; gloo on CPU, nccl on GPU.
     resources: per-worker resources.
-    zero_stage: DeepSpeed ZeRO stage (0-3).
+    placement_strategy: how workers are placed on nodes: ``PACK`` (as few nodes as
+        possible: fast collectives) or ``SPREAD`` (one node lost takes fewer workers).
+    zero_stage: DeepSpeed ZeRO stage, 0-2. Stage 3 is refused: it partitions the
+        parameters themselves, so rank 0 alone can neither save the LoRA adapter nor run
+        validation without gathering them from every rank; LoRA's optimizer state is
+        small, so stage 2 already shards what is worth sharding.
     lora_r, lora_alpha, lora_dropout: LoRA hyperparameters.
     lora_target_modules: module names to adapt; None = every linear layer of the
         language model.
@@ -229,11 +234,17 @@ class TrainConfig(_Strict):
         in the run directory makes it once), so training must restart from the checkpoint.
         None = off.
     seed: shuffling and initialisation seed.
+    tracking: ``mlflow`` logs params, per-step loss, validation AUC and the adapter from
+        rank 0 (needs ``pip install mlflow-skinny``, the ``tracking`` extra); ``off``.
+    tracking_uri: the MLflow store; None = a local file store in ``<run>/tracking``
+        (required when the run directory is not local).
+    tracking_experiment: the MLflow experiment name.
     """
 
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     resources: Resources = Field(default_factory=Resources)
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     zero_stage: int = Field(2, ge=0, le=3)
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(32, gt=0)
@@ -253,6 +264,19 @@ class TrainConfig(_Strict):
     max_valid_groups: int = Field(50, ge=0)
     fail_once_at_epoch: int | None = Field(None, ge=0)
     seed: int = 0
+    tracking: Literal["off", "mlflow"] = "off"
+    tracking_uri: str | None = None
+    tracking_experiment: str = "msr-ray"
+
+    @model_validator(mode="after")
+    def _refuse_zero3(self) -> TrainConfig:
+        if self.zero_stage == 3:
+            raise ValueError(
+                "train.zero_stage 3 is not supported: it partitions the parameters, so the "
+                "LoRA adapter cannot be saved nor validation run on rank 0 alone; use 2 "
+                "(LoRA's optimizer state is small, and stage 2 shards it and the gradients)"
+            )
+        return self
 
 
 class EvaluateConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -73,6 +74,7 @@ def run_stage(
         if summary.get("complete") is not False and run.is_complete(stage.output):
             summary["output"] = run.path(stage.output, run.completion(stage.output)["version"])
         run.write_json(summary, "summaries", f"{stage.output}.json")
+        log.info("%s: %s", command, json.dumps(summary, default=str))
         return summary
 
 

@@ -61,7 +61,15 @@ PROVENANCE: dict[str, Provenance] = {
         (*_RECOMMENDER, "train"),
         ("dataset", "samples"),
         with_descriptions=True,
-        ignored=("train.resources", "train.max_failures", "train.fail_once_at_epoch"),
+        ignored=(
+            "train.resources",
+            "train.placement_strategy",
+            "train.max_failures",
+            "train.fail_once_at_epoch",
+            "train.tracking",
+            "train.tracking_uri",
+            "train.tracking_experiment",
+        ),
     ),
     "eval": Provenance(
         (

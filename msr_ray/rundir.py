@@ -275,7 +275,8 @@ class RunDir:
 
     # -- files -----------------------------------------------------------------------
 
-    def _write_bytes(self, data: bytes, *parts: str) -> str:
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        """Write a file of the run atomically (tmp + rename locally, one PUT on S3)."""
         target = self.path(*parts)
         parent = target.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
@@ -301,11 +302,11 @@ class RunDir:
     def write_json(self, obj: Any, *parts: str) -> str:
         """Write JSON atomically."""
         text = json.dumps(obj, indent=2, sort_keys=True, default=str)
-        return self._write_bytes(text.encode(), *parts)
+        return self.write_bytes(text.encode(), *parts)
 
     def write_text(self, text: str, *parts: str) -> str:
         """Write a text file atomically."""
-        return self._write_bytes(text.encode(), *parts)
+        return self.write_bytes(text.encode(), *parts)
 
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_text(*parts))

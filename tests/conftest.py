@@ -129,7 +129,8 @@ def write_easy_task(run: RunDir) -> None:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, ray_session):
-    """A run trained (tiny MLLM, 2 workers, one injected failure) on the easy task."""
+    """A run trained (tiny MLLM, 2 workers, one injected failure, tracked in MLflow) on the
+    easy task."""
     run_dir = tmp_path_factory.mktemp("train")
     config = tiny_config(
         run_dir,
@@ -143,6 +144,7 @@ def trained(tmp_path_factory, ray_session):
         "evaluate.num_actors=1",
         "evaluate.resources.num_cpus=0.5",
         "evaluate.bootstrap_samples=50",
+        "train.tracking=mlflow",
     )
     run = RunDir(str(run_dir))
     write_easy_task(run)

@@ -85,3 +85,13 @@ def test_with_overrides_copies_and_validates():
     assert changed.run_dir == "elsewhere" and base.users.mode == "recurrent"
     with pytest.raises(ConfigError, match="users.block_size"):
         with_overrides(base, ["users.block_size=0"])
+
+
+def test_zero_stage_3_is_refused_with_the_reason():
+    for stage in (0, 1, 2):
+        assert (
+            with_overrides(PipelineConfig(), [f"train.zero_stage={stage}"]).train.zero_stage
+            == stage
+        )
+    with pytest.raises(ConfigError, match="zero_stage 3 is not supported: it partitions"):
+        with_overrides(PipelineConfig(), ["train.zero_stage=3"])

@@ -19,6 +19,7 @@ import os
 import signal
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from msr_ray.config import PipelineConfig, TrainConfig, dump_config
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
+from msr_ray.tracking import MlflowTracker, NoTracking, Tracker, flatten
 
 STAGE = "train"
 DEEPSPEED_DIR = "deepspeed"
@@ -137,6 +139,35 @@ def _crash_once(run: RunDir, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def tracking_uri(config: PipelineConfig, run: RunDir) -> str | None:
+    """The MLflow store of this run (None when tracking is off)."""
+    cfg = config.train
+    if cfg.tracking == "off":
+        return None
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if not run.local:
+        raise ValueError(
+            "train.tracking: mlflow needs train.tracking_uri when the run directory is not local"
+        )
+    return Path(run.path("tracking")).as_uri()
+
+
+def open_tracker(config: PipelineConfig, run: RunDir, key: str) -> Tracker:
+    """Rank 0's tracker: a new MLflow run with the config as params, or the one a
+    restarted worker had (its id is kept beside the checkpoints)."""
+    uri = tracking_uri(config, run)
+    if uri is None:
+        return NoTracking()
+    id_file = ("_parts", STAGE, f"{key}.mlflow.json")
+    run_id = run.read_json(*id_file)["run_id"] if run.exists(*id_file) else None
+    tracker = MlflowTracker(uri, config.train.tracking_experiment, f"train-{key[:12]}", run_id)
+    if run_id is None:
+        tracker.log_params(flatten(config.model_dump(mode="json")))
+        run.write_json({"run_id": tracker.run_id, "uri": uri}, *id_file)
+    return tracker
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: LoRA + DeepSpeed SFT with per-epoch validation and checkpoints."""
     import deepspeed
@@ -186,6 +217,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with open(os.path.join(folder, STATE_FILE)) as f:
                 start_epoch = json.load(f)["epoch"] + 1
     run = RunDir(config.run_dir)
+    tracker = open_tracker(config, run, loop_config["key"]) if rank == 0 else NoTracking()
+    micro_steps = loop_config["micro_steps_per_epoch"]
     shard = ray.train.get_dataset_shard("train")
     valid_rows = loop_config["valid_rows"] if rank == 0 else []
     for epoch in range(start_epoch, cfg.epochs):
@@ -211,17 +244,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             samples += len(rows)
             tokens += batch_tokens
             elapsed = time.perf_counter() - started
-            log.append(
-                {
-                    "epoch": epoch,
-                    "step": len(log),
-                    "resumed_at_epoch": start_epoch,
-                    "rank": rank,
-                    "loss": loss.item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "samples_per_s": samples / elapsed,
-                    "tokens_per_s": tokens / elapsed,
-                }
+            entry = {
+                "epoch": epoch,
+                "step": len(log),
+                "resumed_at_epoch": start_epoch,
+                "rank": rank,
+                "loss": loss.item(),
+                "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": samples / elapsed,
+                "tokens_per_s": tokens / elapsed,
+            }
+            log.append(entry)
+            tracker.log_metrics(
+                {"loss": entry["loss"], "lr": entry["lr"]}, epoch * micro_steps + entry["step"]
             )
         run.write_text(
             "".join(json.dumps(r) + "\n" for r in log),
@@ -236,12 +271,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "valid_auc": valid_auc,
             "samples": samples,
         }
+        tracker.log_metrics(
+            {"valid_auc": valid_auc, "train_loss": metrics["train_loss"]},
+            (epoch + 1) * micro_steps,
+        )
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
             if rank == 0:
                 model.save_pretrained(os.path.join(folder, ADAPTER))
                 with open(os.path.join(folder, STATE_FILE), "w") as f:
                     json.dump(metrics, f)
+                if epoch == cfg.epochs - 1:
+                    tracker.log_artifacts(os.path.join(folder, ADAPTER), ADAPTER)
+                    tracker.finish()
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -253,6 +295,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
 
     run.require("samples", "build-samples")
     cfg = config.train
+    tracking = tracking_uri(config, run)  # a bad tracking setting fails before any work
     train = candidate_rows(run, config, ("train",))
     available = train.num_rows
     order = prefix_unit_order(train, cfg.seed)
@@ -276,11 +319,16 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         train_loop_config={
             "pipeline": config.model_dump(mode="json"),
             "optimizer_steps_per_epoch": max(1, micro_steps // cfg.gradient_accumulation_steps),
+            "micro_steps_per_epoch": micro_steps,
+            "key": run.parts_key(STAGE),
             "valid_rows": valid.to_pylist(),
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
             # Keyed by the stage's fingerprint: a changed setting or new samples train
@@ -308,6 +356,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "prompt_version": RECOMMEND_PROMPT_VERSION,
         "recommender": config.recommender.model_dump(),
         "final": result.metrics,
+        "tracking_uri": tracking,
     }
     with run.stage_output(STAGE) as out, result.checkpoint.as_directory() as folder:
         out.fs.create_dir(f"{out.path}/{ADAPTER}")

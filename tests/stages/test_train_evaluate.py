@@ -36,6 +36,29 @@ def test_training_recovers_from_injected_failure_and_learns(trained):
     assert run_stage("train", config)["skipped"] is True
 
 
+def test_training_is_tracked_in_one_mlflow_run_across_the_restart(trained, monkeypatch):
+    config, run, summary = trained
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+
+    assert summary["tracking_uri"] == f"file://{run.root}/tracking"
+    client = MlflowClient(summary["tracking_uri"])
+    experiment = client.get_experiment_by_name("msr-ray")
+    (tracked,) = client.search_runs([experiment.experiment_id])  # the restart continued it
+    run_id = tracked.info.run_id
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.params["train.lora_r"] == "16"
+    assert tracked.data.params["mllm.name"] == config.mllm.name
+    steps = summary["train_rows"] // (config.train.num_workers * config.train.micro_batch_size)
+    losses = client.get_metric_history(run_id, "loss")
+    assert {m.step for m in losses} == set(range(3 * steps))  # every step of 3 epochs
+    aucs = client.get_metric_history(run_id, "valid_auc")
+    assert sorted(m.step for m in aucs) == [steps, 2 * steps, 3 * steps]
+    assert aucs[-1].value == pytest.approx(summary["final"]["valid_auc"])
+    adapter = {a.path for a in client.list_artifacts(run_id, "adapter")}
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= adapter
+
+
 def test_a_killed_worker_ends_where_an_uninterrupted_run_ends(trained, tmp_path):
     """The drill's worker process is SIGKILLed at epoch 1; compare with no failure at all."""
     config, run, summary = trained
