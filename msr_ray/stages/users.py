@@ -114,11 +114,13 @@ class UserSummarizer:
         import ray
 
         cfg = config.users
+        # Spread over the nodes: losing one node restarts only the shards it held.
         actor = ray.remote(UserShard).options(
             num_cpus=cfg.resources.num_cpus,
             num_gpus=cfg.resources.num_gpus,
             max_restarts=-1,
             max_task_retries=-1,
+            scheduling_strategy="SPREAD",
         )
         self.shards = [
             actor.remote(i, cfg.num_shards, config, parts_key) for i in range(cfg.num_shards)

@@ -1,0 +1,175 @@
+"""Node-loss drills on a multi-node Ray cluster on this machine (``ray.cluster_utils``).
+
+Run as ``python -m tests.cluster.drills <drill> <tmp dir>``, one process per drill so the
+cluster is not the test session's Ray. Each drill builds a head and 2 worker nodes, runs a
+stage on tiny models, removes the node of one of its actors mid-stage, and prints one JSON
+line: what the test compares (the table against an uninterrupted run's) and the seconds
+from the removal to the stage's end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from msr_ray.pipeline import run_stage
+from msr_ray.rundir import RunDir
+from tests.stages.conftest import tiny_config, write_dataset
+
+ITEMS = {f"i{n}": f"A clip about topic {n % 4}." for n in range(12)}
+HISTORIES = {f"u{n}": [f"i{(n + j) % 12}" for j in range(3 + n % 6)] for n in range(10)}
+
+
+def start_cluster() -> Cluster:
+    """A head that runs the driver only (no CPUs) and 2 worker nodes of 2 CPUs."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    return cluster
+
+
+def actor_nodes(class_name: str) -> list[str]:
+    """Node ids of the alive actors of a class."""
+    from ray.util.state import list_actors
+
+    return [
+        a.node_id
+        for a in list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+    ]
+
+
+def remove_node_of(cluster: Cluster, class_name: str, ready) -> dict:
+    """Once ``ready()``, remove a worker node holding an actor of ``class_name``."""
+    while not ready():
+        time.sleep(0.2)
+    head = cluster.head_node.node_id
+    for node_id in actor_nodes(class_name):
+        node = next((n for n in cluster.worker_nodes if n.node_id == node_id), None)
+        if node is not None and node_id != head:
+            cluster.remove_node(node)
+            return {"removed_at": time.perf_counter(), "node": node_id}
+    return {"removed_at": None, "node": None}
+
+
+def table(run_dir: Path, stage: str, keys: list[str], columns: list[str]) -> list[list]:
+    t = RunDir(str(run_dir)).read_table(stage).select(columns)
+    return sorted(map(list, zip(*(t[c].to_pylist() for c in columns), strict=True)))
+
+
+def users_drill(tmp: Path) -> dict:
+    settings = ["users.num_shards=3", "users.max_batch_size=2"]
+    clean, drilled = tmp / "clean", tmp / "drilled"
+    for run_dir in (clean, drilled):
+        write_dataset(RunDir(str(run_dir)), HISTORIES, ITEMS)
+    cluster = start_cluster()
+    run_stage("summarize-users", tiny_config(clean, *settings))
+    parts = drilled / "_parts" / "user_summaries"
+    removal: dict = {}
+    remover = threading.Thread(
+        target=lambda: removal.update(
+            remove_node_of(
+                cluster, "UserShard", lambda: parts.exists() and any(parts.rglob("*.parquet"))
+            )
+        )
+    )
+    remover.start()
+    summary = run_stage("summarize-users", tiny_config(drilled, *settings))
+    ended = time.perf_counter()
+    remover.join()
+    columns = ["user_id", "step", "summary"]
+    return {
+        "removed_node": removal["node"],
+        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
+        "summaries": summary["summaries"],
+        "equal": table(clean, "user_summaries", columns, columns)
+        == table(drilled, "user_summaries", columns, columns),
+    }
+
+
+def train_drill(tmp: Path) -> dict:
+    from tests.conftest import write_easy_task
+
+    run_dir = tmp / "train"
+    run = RunDir(str(run_dir))
+    write_easy_task(run)
+    config = tiny_config(
+        run_dir,
+        "train.num_workers=2",
+        "train.placement_strategy=SPREAD",
+        "train.resources.num_cpus=0.5",
+        "train.epochs=3",
+        "train.learning_rate=0.02",
+        "train.max_failures=1",
+        "train.max_valid_groups=2",
+    )
+    cluster = start_cluster()
+    storage = run_dir / "_parts" / "train"
+    removal: dict = {}
+
+    def checkpointed() -> bool:  # epoch 0's checkpoint is reported: remove during epoch 1
+        return storage.exists() and any(storage.rglob("checkpoint_*"))
+
+    remover = threading.Thread(
+        target=lambda: removal.update(remove_node_of(cluster, "RayTrainWorker", checkpointed))
+    )
+    remover.start()
+    summary = run_stage("train", config)
+    ended = time.perf_counter()
+    remover.join()
+    logs = sorted((run_dir / "train_logs").glob("epoch-*.jsonl"))
+    resumed = {
+        json.loads(line)["resumed_at_epoch"] for log in logs for line in log.read_text().split()
+    }
+    return {
+        "removed_node": removal["node"],
+        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
+        "final_epoch": summary["final"]["epoch"],
+        "resumed_at_epochs": sorted(resumed),
+    }
+
+
+def items_drill(tmp: Path) -> dict:
+    settings = ["items.batch_size=2", "items.min_actors=2", "items.max_actors=2"]
+    clean, drilled = tmp / "clean", tmp / "drilled"
+    items = {f"i{n}": f"Clip {n}" for n in range(40)}
+    for run_dir in (clean, drilled):
+        write_dataset(RunDir(str(run_dir)), {"u": ["i0"]}, items)
+        RunDir(str(run_dir)).fs.delete_dir(RunDir(str(run_dir)).path("item_summaries"))
+    cluster = start_cluster()
+    run_stage("summarize-items", tiny_config(clean, *settings))
+    parts = drilled / "_parts" / "item_summaries"
+    removal: dict = {}
+    remover = threading.Thread(
+        target=lambda: removal.update(
+            remove_node_of(
+                cluster, "_MapWorker", lambda: parts.exists() and any(parts.rglob("*.parquet"))
+            )
+        )
+    )
+    remover.start()
+    summary = run_stage("summarize-items", tiny_config(drilled, *settings))
+    ended = time.perf_counter()
+    remover.join()
+    columns = ["item_id", "summary", "error"]
+    return {
+        "removed_node": removal["node"],
+        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
+        "items": summary.get("items"),
+        "equal": table(clean, "item_summaries", columns, columns)
+        == table(drilled, "item_summaries", columns, columns),
+    }
+
+
+DRILLS = {"users": users_drill, "train": train_drill, "items": items_drill}
+
+if __name__ == "__main__":
+    result = DRILLS[sys.argv[1]](Path(sys.argv[2]))
+    print("DRILL " + json.dumps(result))

