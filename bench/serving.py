@@ -1,73 +1,179 @@
-"""Served recommender: cross-request batching on vs off, on the same requests, in one run.
+"""Served recommender under bounded load on loopback: latency, throughput, batching, a kill.
 
-    .venv/bin/python bench/serving.py --run-dir runs/demo      # any run with a trained adapter
+    .venv/bin/python bench/serving.py --run-dir runs/demo      # any run that was evaluated
 
-Deploys the run's recommender twice on one replica - ``max_batch_requests`` 1, then 8 -
-sends the same ``--requests`` concurrent requests (each a test user's first
-``--candidates`` test candidates) through a deployment handle, and prints requests/s of
-both, the ratio, and whether both gave the same rankings.
+Serves the run (Recommender + ProfileUpdater) on 127.0.0.1:8000 and sends real HTTP
+requests, each one test user's candidate list (``--candidates``, 21 = the paper's 1
+positive + 20 negatives), from closed-loop clients. Prints, measured in this one run:
+
+1. p50/p99 latency and requests/s at 1, 4 and 16 concurrent clients (1 replica);
+2. cross-request batching on (``max_batch_requests`` 8) against off (1), at 4 clients;
+3. a kill drill: 2 replicas under 4 clients, one replica killed; requests failed and the
+   seconds until 2 replicas answer again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import threading
 import time
+import urllib.error
+import urllib.request
 
+import ray
 from ray import serve
 
 from msr_ray.cluster import init_ray
 from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir
 from msr_ray.serving.app import Recommender
+from msr_ray.serving.updater import ProfileUpdater
+
+URL = "http://127.0.0.1:8000/recommend"
 
 
-def payloads(run: RunDir, count: int, candidates: int) -> list[dict]:
-    """Requests built from the run's test candidate lists, cycling over users."""
-    scores = run.read_table("scores", "mllm-msr").to_pylist()
+def payloads(run: RunDir, candidates: int) -> list[bytes]:
+    """One request body per test user: its first ``candidates`` test candidates."""
     groups: dict[str, list[dict]] = {}
-    for row in scores:
+    for row in run.read_table("scores", "mllm-msr").to_pylist():
         if row["split"] == "test":
             groups.setdefault(row["group"], []).append(row)
-    lists = [rows[:candidates] for rows in groups.values()]
     return [
-        {"user_id": rows[0]["user_id"], "candidates": [r["item_id"] for r in rows]}
-        for rows in (lists[n % len(lists)] for n in range(count))
+        json.dumps(
+            {"user_id": rows[0]["user_id"], "candidates": [r["item_id"] for r in rows[:candidates]]}
+        ).encode()
+        for rows in groups.values()
     ]
 
 
-def measure(run_dir: str, batch: int, requests: list[dict]) -> tuple[float, list[list[str]]]:
-    """Requests/s of one deployment answering every request concurrently; its rankings."""
-    settings = ServeConfig(run_dir=run_dir, max_batch_requests=batch, batch_wait_s=0.05)
-    app = Recommender.options(num_replicas=1, ray_actor_options={"num_cpus": 1}).bind(
-        settings.model_dump()
+def deploy(run_dir: str, replicas: int, batch: int) -> None:
+    settings = ServeConfig(run_dir=run_dir, max_batch_requests=batch, batch_wait_s=0.02)
+    updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
+    app = Recommender.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1}).bind(
+        updater, settings.model_dump()
     )
-    handle = serve.run(app, name=f"bench-{batch}", route_prefix=None)
-    handle.recommend.remote(requests[0]).result()  # warm up: model loaded, first forward done
-    start = time.perf_counter()
-    answers = [r.result() for r in [handle.recommend.remote(p) for p in requests]]
-    seconds = time.perf_counter() - start
-    serve.delete(f"bench-{batch}")
-    return len(requests) / seconds, [[r["item_id"] for r in a["ranking"]] for a in answers]
+    serve.run(app, name="recommender", route_prefix="/")
+    post(PAYLOADS[0])  # warm up: the first forward pass of a replica is slower
+
+
+def post(body: bytes) -> int:
+    request = urllib.request.Request(URL, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def load(clients: int, per_client: int | None, seconds: float | None = None) -> list[tuple]:
+    """Closed-loop clients; (start, latency_s, status) of every request."""
+    results: list[tuple] = []
+    stop_at = time.perf_counter() + seconds if seconds else None
+
+    def client(n: int) -> None:
+        sent = 0
+        while (per_client is None or sent < per_client) and (
+            stop_at is None or time.perf_counter() < stop_at
+        ):
+            body = PAYLOADS[(n * 7 + sent) % len(PAYLOADS)]
+            start = time.perf_counter()
+            status = post(body)
+            results.append((start, time.perf_counter() - start, status))
+            sent += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def summary(results: list[tuple]) -> str:
+    latencies = sorted(r[1] for r in results if r[2] == 200)
+    span = max(r[0] + r[1] for r in results) - min(r[0] for r in results)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    failed = sum(r[2] != 200 for r in results)
+    return (
+        f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s, "
+        f"{len(latencies) / span:.2f} requests/s ({len(results)} requests, {failed} failed)"
+    )
+
+
+def kill_drill(run_dir: str, seconds: float) -> str:
+    """Kill one of 2 replicas under load: failed requests, and time until 2 answer again."""
+    deploy(run_dir, replicas=2, batch=8)
+    killed_at: list[float] = []
+    recovered_at: list[float] = []
+
+    def replicas() -> set[str]:
+        return {
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "Recommender" in a["name"] and a["namespace"] == "serve"
+        }
+
+    def killer() -> None:
+        time.sleep(seconds / 3)
+        before = replicas()
+        victim = sorted(before)[0]
+        killed_at.append(time.perf_counter())
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        while True:  # a new replica, and Serve reports 2 running and healthy
+            status = serve.status().applications["recommender"].deployments["Recommender"]
+            fresh = replicas() - before
+            if (
+                fresh
+                and status.replica_states.get("RUNNING", 0) == 2
+                and status.status == "HEALTHY"
+            ):
+                recovered_at.append(time.perf_counter())
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    results = load(4, None, seconds)
+    thread.join()
+    failed = sum(r[2] != 200 for r in results)
+    return (
+        f"{len(results)} requests, {failed} failed; 2 replicas RUNNING again "
+        f"{recovered_at[0] - killed_at[0]:.1f} s after the kill"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", default="runs/demo")
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--candidates", type=int, default=5)
+    parser.add_argument("--candidates", type=int, default=21)
+    parser.add_argument("--per-client", type=int, default=4, help="requests per client")
+    parser.add_argument("--kill-seconds", type=float, default=90)
+    parser.add_argument("--kill-only", action="store_true", help="run the kill drill alone")
     args = parser.parse_args()
     run = RunDir(args.run_dir)
     run.require("eval", "evaluate")
-    requests = payloads(run, args.requests, args.candidates)
+    global PAYLOADS
+    PAYLOADS = payloads(run, args.candidates)
     init_ray()
-    one, one_rankings = measure(run.root, 1, requests)
-    batched, batched_rankings = measure(run.root, 8, requests)
+    print(f"{args.candidates} candidates per request, HTTP on 127.0.0.1", flush=True)
+    if not args.kill_only:
+        deploy(run.root, replicas=1, batch=8)
+        for clients in (1, 4, 16):
+            figures = summary(load(clients, args.per_client))
+            print(f"1 replica, batching on, {clients:2d} clients: {figures}", flush=True)
+        deploy(run.root, replicas=1, batch=1)
+        figures = summary(load(4, args.per_client))
+        print(f"1 replica, batching off,  4 clients: {figures}", flush=True)
+    print(f"kill drill (2 replicas, 4 clients): {kill_drill(run.root, args.kill_seconds)}")
     serve.shutdown()
-    same = sum(a == b for a, b in zip(one_rankings, batched_rankings, strict=True))
-    print(f"{len(requests)} concurrent requests x {args.candidates} candidates, 1 replica")
-    print(f"batch 1: {one:.2f} requests/s; batch 8: {batched:.2f} requests/s")
-    print(f"ratio: {batched / one:.2f}x; identical rankings: {same}/{len(requests)}")
 
+
+PAYLOADS: list[bytes] = []
 
 if __name__ == "__main__":
     main()

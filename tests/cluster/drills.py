@@ -37,25 +37,27 @@ def start_cluster() -> Cluster:
 
 
 def actor_nodes(class_name: str) -> list[str]:
-    """Node ids of the alive actors of a class."""
+    """Node ids of the alive actors whose class name contains ``class_name`` (Ray Data
+    names its pool's actor classes after the operator)."""
     from ray.util.state import list_actors
 
-    return [
-        a.node_id
-        for a in list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
-    ]
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+    return [a.node_id for a in alive if class_name in a.class_name]
 
 
 def remove_node_of(cluster: Cluster, class_name: str, ready) -> dict:
-    """Once ``ready()``, remove a worker node holding an actor of ``class_name``."""
+    """Once ``ready()``, remove a worker node holding an alive actor of ``class_name``
+    (the state API lags a little: look again until one shows, for up to a minute)."""
     while not ready():
         time.sleep(0.2)
-    head = cluster.head_node.node_id
-    for node_id in actor_nodes(class_name):
-        node = next((n for n in cluster.worker_nodes if n.node_id == node_id), None)
-        if node is not None and node_id != head:
-            cluster.remove_node(node)
-            return {"removed_at": time.perf_counter(), "node": node_id}
+    workers = {n.node_id: n for n in cluster.worker_nodes}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        held = [node_id for node_id in actor_nodes(class_name) if node_id in workers]
+        if held:
+            cluster.remove_node(workers[held[0]])
+            return {"removed_at": time.perf_counter(), "node": held[0]}
+        time.sleep(0.5)
     return {"removed_at": None, "node": None}
 
 
@@ -114,8 +116,14 @@ def train_drill(tmp: Path) -> dict:
     storage = run_dir / "_parts" / "train"
     removal: dict = {}
 
-    def checkpointed() -> bool:  # epoch 0's checkpoint is reported: remove during epoch 1
-        return storage.exists() and any(storage.rglob("checkpoint_*"))
+    seen: list[float] = []
+
+    def checkpointed() -> bool:
+        """Epoch 0's checkpoint is written, and Ray Train's controller (which polls every
+        2 s) has had time to register it: the node goes during epoch 1."""
+        if not seen and storage.exists() and any(storage.rglob("checkpoint_*")):
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > 5
 
     remover = threading.Thread(
         target=lambda: removal.update(remove_node_of(cluster, "RayTrainWorker", checkpointed))
@@ -126,7 +134,7 @@ def train_drill(tmp: Path) -> dict:
     remover.join()
     logs = sorted((run_dir / "train_logs").glob("epoch-*.jsonl"))
     resumed = {
-        json.loads(line)["resumed_at_epoch"] for log in logs for line in log.read_text().split()
+        json.loads(line)["resumed_at_epoch"] for log in logs for line in log.read_text().splitlines()
     }
     return {
         "removed_node": removal["node"],
@@ -150,7 +158,7 @@ def items_drill(tmp: Path) -> dict:
     remover = threading.Thread(
         target=lambda: removal.update(
             remove_node_of(
-                cluster, "_MapWorker", lambda: parts.exists() and any(parts.rglob("*.parquet"))
+                cluster, "MapWorker", lambda: parts.exists() and any(parts.rglob("*.parquet"))
             )
         )
     )
