@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 from msr_ray.baselines.runner import run_baseline
 from msr_ray.config import PipelineConfig, load_config, with_overrides
 from msr_ray.metrics import format_table
-from msr_ray.pipeline import STAGES, run_stage
+from msr_ray.pipeline import run_stage
+from msr_ray.registry import STAGES
 from msr_ray.rundir import RunDir
 from msr_ray.stages.samples import build_samples
 from msr_ray.tables import read_dataset
@@ -61,7 +62,7 @@ def reuse_outputs(source: RunDir, target: RunDir, outputs: tuple[str, ...]) -> N
     for output in outputs:
         if target.is_complete(output):
             continue
-        source.require(output, next(s.command for s in STAGES if s.output == output))
+        source.require(output)
         destination = Path(target.path(output))
         staging = destination.with_name(destination.name + ".copying")
         shutil.rmtree(staging, ignore_errors=True)

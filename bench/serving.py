@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--kill-only", action="store_true", help="run the kill drill alone")
     args = parser.parse_args()
     run = RunDir(args.run_dir)
-    run.require("eval", "evaluate")
+    run.require("eval")
     global PAYLOADS
     PAYLOADS = payloads(run, args.candidates)
     init_ray()

@@ -21,10 +21,10 @@ import pyarrow as pa
 from msr_ray.cluster import init_ray
 from msr_ray.config import load_config
 from msr_ray.data.histories import boundaries, train_histories
+from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
 from msr_ray.stages.samples import build_samples
-from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
 from msr_ray.tables import read_dataset
 
 SUMMARY = "The user appears to have a preference for colourful, upbeat videos (step {step})."

@@ -17,10 +17,9 @@ import pyarrow.compute as pc
 
 from msr_ray.cluster import init_ray
 from msr_ray.config import load_config
-from msr_ray.data.schemas import SEQUENCES
+from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
 from msr_ray.stages.prepare import run as prepare
 from msr_ray.stages.users import UserShard
 

@@ -16,5 +16,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if "--stage" in args:
         at = args.index("--stage")
-        sys.exit(main([args[at + 1], *args[:at], *args[at + 2:]]))
+        sys.exit(main([args[at + 1], *args[:at], *args[at + 2 :]]))
     sys.exit(main(["pipeline", *args]))

@@ -7,35 +7,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, dump_config
+from msr_ray.registry import STAGES, STAGES_BY_COMMAND
 from msr_ray.rundir import RunDir, absolute_location
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    """A pipeline stage: its CLI command, output folder, module, and whether it needs Ray."""
-
-    command: str
-    output: str
-    module: str
-    needs_ray: bool
-
-
-STAGES: list[StageInfo] = [
-    StageInfo("prepare", "dataset", "msr_ray.stages.prepare", False),
-    StageInfo("summarize-items", "item_summaries", "msr_ray.stages.items", True),
-    StageInfo("summarize-users", "user_summaries", "msr_ray.stages.users", True),
-    StageInfo("build-samples", "samples", "msr_ray.stages.samples", False),
-    StageInfo("train", "train", "msr_ray.stages.train", True),
-    StageInfo("evaluate", "eval", "msr_ray.stages.evaluate", True),
-]
-STAGES_BY_COMMAND = {s.command: s for s in STAGES}
 
 
 def run_stage(

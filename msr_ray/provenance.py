@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 
 import msr_ray
 from msr_ray.config import PipelineConfig
+from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import MissingStageOutput, RunDir
 
 State = Literal["current", "stale", "missing"]
@@ -97,13 +98,6 @@ PROVENANCE: dict[str, Provenance] = {
 
 
 # The command that builds each output named as an upstream.
-COMMANDS = {
-    "dataset": "prepare",
-    "item_summaries": "summarize-items",
-    "user_summaries": "summarize-users",
-    "samples": "build-samples",
-    "train": "train",
-}
 
 
 def _field(data: dict[str, Any], dotted: str) -> Any:
@@ -200,10 +194,10 @@ def check_upstream(output: str, config: PipelineConfig, run: RunDir) -> None:
         found = state(name, config, run)
         if found == "missing":
             raise MissingStageOutput(
-                f"no complete {name}/ in {run.root}: run `msr-ray {COMMANDS[name]}` first"
+                f"no complete {name}/ in {run.root}: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first"
             )
         if found == "stale":
             raise MissingStageOutput(
                 f"{name}/ in {run.root} was built from other inputs or settings than this "
-                f"config's: run `msr-ray {COMMANDS[name]}` first (a current stage is skipped)"
+                f"config's: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first (a current stage is skipped)"
             )

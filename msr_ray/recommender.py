@@ -103,7 +103,7 @@ class Recommender:
 
 def item_descriptions(run: RunDir) -> dict[str, str]:
     """Each item's summary (from summarize-items), shown as the candidate's description."""
-    run.require("item_summaries", "summarize-items")
+    run.require("item_summaries")
     table = run.read_table("item_summaries")
     return dict(zip(table["item_id"].to_pylist(), table["summary"].to_pylist(), strict=True))
 
@@ -130,7 +130,7 @@ def candidate_rows(run: RunDir, config: PipelineConfig, splits: tuple[str, ...])
 
 def trained_config(run: RunDir, overrides: Sequence[str] = ()) -> PipelineConfig:
     """The config the run's adapter was trained with (``overrides`` applied on top)."""
-    run.require(TRAIN_STAGE, "train")
+    run.require(TRAIN_STAGE)
     return parse_config(
         run.read_text(TRAIN_STAGE, CONFIG_FILE),
         run.output_path(TRAIN_STAGE, CONFIG_FILE),
@@ -140,7 +140,7 @@ def trained_config(run: RunDir, overrides: Sequence[str] = ()) -> PipelineConfig
 
 def adapter_dir(run: RunDir) -> str:
     """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
-    run.require(TRAIN_STAGE, "train")
+    run.require(TRAIN_STAGE)
     if run.local:
         return run.output_path(TRAIN_STAGE, ADAPTER)
     local = tempfile.mkdtemp(prefix="msr-ray-adapter-")

@@ -39,6 +39,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from msr_ray.registry import COMMAND_OF_OUTPUT
+
 COMPLETE_MARKER = "_COMPLETE.json"
 RUN_MARKER = "_MSR_RAY_RUN.json"
 LOCK_FILE = "_LOCK"
@@ -159,9 +161,11 @@ class RunDir:
         """True when the stage's output has been committed (current or not)."""
         return self.exists(stage, COMPLETE_MARKER)
 
-    def require(self, stage: str, command: str) -> None:
-        """Raise MissingStageOutput unless ``stage`` is complete (``command`` makes it)."""
+    def require(self, stage: str) -> None:
+        """Raise MissingStageOutput unless ``stage`` is complete (naming the command that
+        makes it, from the stage registry)."""
         if not self.is_complete(stage):
+            command = COMMAND_OF_OUTPUT.get(stage, stage)
             raise MissingStageOutput(
                 f"no complete {stage}/ in {self.root}: run `msr-ray {command}` first"
             )

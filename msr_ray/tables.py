@@ -22,7 +22,7 @@ SCORES = pa.schema(
 
 def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
     """The run's prepared items and sequences, checked against their schemas."""
-    run.require("dataset", "prepare")
+    run.require("dataset")
     items = run.read_table("dataset", "items.parquet")
     sequences = run.read_table("dataset", "sequences.parquet")
     validate_table(items, ITEMS, run.output_path("dataset", "items.parquet"))

@@ -11,11 +11,10 @@ from PIL import Image
 
 from msr_ray.config import ModelSpec
 from msr_ray.data.images import encode_png
-from msr_ray.data.schemas import ITEMS, SEQUENCES
+from msr_ray.data.schemas import ITEMS, SAMPLES, SEQUENCES
 from msr_ray.models.loading import load_model
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.samples import SCHEMA as SAMPLES
 from tests.stages.conftest import tiny_config
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -5,7 +5,7 @@ import yaml
 from click.testing import CliRunner
 
 from msr_ray.cli import main
-from msr_ray.pipeline import STAGES
+from msr_ray.registry import STAGES
 from msr_ray.rundir import RunDir
 
 COMMANDS = [

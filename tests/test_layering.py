@@ -1,12 +1,34 @@
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "msr_ray"
+STAGE_IMPORT = re.compile(r"^\s*(from|import) msr_ray\.stages\b|\"msr_ray\.stages\.\w+\"", re.M)
 
 
-def test_recommender_serving_and_baselines_import_nothing_from_stages():
-    files = [PACKAGE / "recommender.py", PACKAGE / "tables.py"]
-    files += sorted((PACKAGE / "serving").glob("*.py")) + sorted(
-        (PACKAGE / "baselines").glob("*.py")
+def test_only_the_pipeline_runs_stages():
+    """Stages are run by name from the registry; shared code lives in modules named for
+    what it is (recommender, tables, preferences, blocks), never in a stage."""
+    modules = [p for p in PACKAGE.rglob("*.py") if "stages" not in p.relative_to(PACKAGE).parts]
+    offenders = sorted(
+        str(p.relative_to(PACKAGE))
+        for p in modules
+        if STAGE_IMPORT.search(p.read_text()) and p.name not in ("pipeline.py", "registry.py")
     )
-    offenders = [str(f.relative_to(PACKAGE)) for f in files if "msr_ray.stages" in f.read_text()]
-    assert len(files) > 6 and offenders == []
+    assert len(modules) > 30 and offenders == []
+
+
+def test_stages_import_nothing_from_each_other():
+    stages = sorted((PACKAGE / "stages").glob("*.py"))
+    offenders = [str(p.relative_to(PACKAGE)) for p in stages if STAGE_IMPORT.search(p.read_text())]
+    assert len(stages) >= 6 and offenders == []
+
+
+def test_models_and_data_are_free_of_ray():
+    files = sorted((PACKAGE / "models").glob("*.py")) + sorted((PACKAGE / "data").rglob("*.py"))
+    files += [PACKAGE / "preferences.py", PACKAGE / "serving" / "profiles.py"]
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in files
+        if re.search(r"^\s*(import ray|from ray)\b", p.read_text(), re.M)
+    ]
+    assert offenders == []

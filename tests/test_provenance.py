@@ -8,10 +8,9 @@ import pytest
 
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, load_config, with_overrides
-from msr_ray.data.schemas import USER_SUMMARIES
+from msr_ray.data.schemas import ITEM_SUMMARIES, USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
-from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
 
 
 def _config(run_dir, *overrides):

@@ -57,9 +57,9 @@ def test_native_bf16_detection_agrees_with_the_cpu_flags():
 def test_candidate_rows_join_titles_images_and_item_summaries(tmp_path):
     import pyarrow as pa
 
+    from msr_ray.data.schemas import SAMPLES
     from msr_ray.recommender import candidate_rows
     from msr_ray.rundir import RunDir
-    from msr_ray.stages.samples import SCHEMA as SAMPLES
     from tests.stages.conftest import write_dataset
 
     run = RunDir(str(tmp_path))

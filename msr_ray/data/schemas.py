@@ -33,6 +33,32 @@ SEQUENCES = pa.schema(
     ]
 )
 
+# Item summaries: one row per item; error names why an item has no summary.
+ITEM_SUMMARIES = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("summary", pa.string()),
+        ("error", pa.string()),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+    ]
+)
+
+# Training and evaluation pairs; group = one user's candidate list at one step.
+SAMPLES = pa.schema(
+    [
+        ("split", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("label", pa.int8()),
+        ("group", pa.string()),
+        ("step", pa.int32()),
+        ("summary", pa.string()),
+    ]
+)
+
 # Preference summaries: one row per (user, step), step = history items covered.
 USER_SUMMARIES = pa.schema(
     [

@@ -54,8 +54,8 @@ class ServingCatalog:
     def from_run(cls, run: RunDir, with_descriptions: bool = False) -> ServingCatalog:
         """Read the run's items and user summaries (and item summaries, when the
         recommender shows them); those stages must be complete."""
-        run.require("dataset", "prepare")
-        run.require("user_summaries", "summarize-users")
+        run.require("dataset")
+        run.require("user_summaries")
         descriptions = item_descriptions(run) if with_descriptions else None
         sequences = run.read_table("dataset", "sequences.parquet")
         return cls(

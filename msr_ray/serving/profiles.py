@@ -54,8 +54,8 @@ class ProfileStore:
 
     def __init__(self, run: RunDir, config: PipelineConfig):
         """Read the run's histories, batch summaries and catalog (the LLM loads on first use)."""
-        run.require("dataset", "prepare")
-        run.require("user_summaries", "summarize-users")
+        run.require("dataset")
+        run.require("user_summaries")
         self.run, self.config = run, config
         self.base = run.completion("user_summaries")["version"]
         self.item_ids = set(run.read_table("dataset", "items.parquet")["item_id"].to_pylist())

@@ -17,26 +17,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from msr_ray.blocks import dataset_in_blocks
 from msr_ray.config import ItemsConfig, ModelSpec, PipelineConfig
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.data.preprocess import dedupe
+from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest
 from msr_ray.rundir import RunDir
-from msr_ray.stages.datasets import dataset_in_blocks
 
 STAGE = "item_summaries"
-SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("summary", pa.string()),
-        ("error", pa.string()),
-        ("model", pa.string()),
-        ("prompt_version", pa.string()),
-        ("prompt_tokens", pa.int64()),
-        ("generated_tokens", pa.int64()),
-    ]
-)
+SCHEMA = ITEM_SUMMARIES
 
 
 @dataclass
@@ -138,7 +129,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config.items
-    run.require("dataset", "prepare")
+    run.require("dataset")
     items = run.read_table("dataset", "items.parquet")
     total = items.num_rows
     key = run.parts_key(STAGE)

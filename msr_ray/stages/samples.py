@@ -18,22 +18,12 @@ import pyarrow as pa
 
 from msr_ray.config import PipelineConfig
 from msr_ray.data.negatives import NegativeSampler
-from msr_ray.data.schemas import DataError
+from msr_ray.data.schemas import SAMPLES, DataError
 from msr_ray.rundir import RunDir
 from msr_ray.tables import read_dataset
 
 STAGE = "samples"
-SCHEMA = pa.schema(
-    [
-        ("split", pa.string()),
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("label", pa.int8()),
-        ("group", pa.string()),
-        ("step", pa.int32()),
-        ("summary", pa.string()),
-    ]
-)
+SCHEMA = SAMPLES
 
 
 def _group_rows(split, user, step, summary, positive, negatives, at=None) -> list[dict[str, Any]]:
@@ -121,7 +111,7 @@ def build_samples(
 
 def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Write ``samples/`` from the dataset and the user summaries."""
-    run.require("user_summaries", "summarize-users")
+    run.require("user_summaries")
     items, sequences = read_dataset(run)
     summaries = run.read_table("user_summaries")
     cfg = config.samples

@@ -293,7 +293,7 @@ def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    run.require("samples", "build-samples")
+    run.require("samples")
     cfg = config.train
     tracking = tracking_uri(config, run)  # a bad tracking setting fails before any work
     train = candidate_rows(run, config, ("train",))

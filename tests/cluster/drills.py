@@ -134,7 +134,9 @@ def train_drill(tmp: Path) -> dict:
     remover.join()
     logs = sorted((run_dir / "train_logs").glob("epoch-*.jsonl"))
     resumed = {
-        json.loads(line)["resumed_at_epoch"] for log in logs for line in log.read_text().splitlines()
+        json.loads(line)["resumed_at_epoch"]
+        for log in logs
+        for line in log.read_text().splitlines()
     }
     return {
         "removed_node": removal["node"],

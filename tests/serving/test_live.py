@@ -13,12 +13,11 @@ import pytest
 from ray import serve
 
 from msr_ray.config import ServeConfig
-from msr_ray.data.schemas import SEQUENCES
+from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.recommender import trained_config
 from msr_ray.rundir import RunDir
 from msr_ray.serving.app import Recommender
 from msr_ray.serving.updater import ProfileUpdater
-from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
 from msr_ray.stages.users import STAGE, UserShard, persisted
 from tests.browser import Browser, chromium_or_skip
 

@@ -43,8 +43,7 @@ def write_dataset(run: RunDir, histories: dict[str, list[str]], items: dict[str,
     and complete item summaries for ``items`` (item_id -> summary)."""
     import pyarrow as pa
 
-    from msr_ray.data.schemas import SEQUENCES
-    from msr_ray.stages.items import SCHEMA as ITEM_SUMMARIES
+    from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 
     item_rows = [
         {"item_id": i, "title": f"Title {i}", "text": "", "image_paths": [], "image_bytes": []}

@@ -1,8 +1,7 @@
 import pyarrow as pa
 
-from msr_ray.data.schemas import SEQUENCES
+from msr_ray.data.schemas import SEQUENCES, USER_SUMMARIES
 from msr_ray.stages.samples import build_samples
-from msr_ray.stages.users import SCHEMA as USER_SUMMARIES
 
 
 def _sequences(users: dict[str, list[str]]) -> pa.Table:
