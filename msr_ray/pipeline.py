@@ -47,7 +47,7 @@ def run_stage(
 
             init_ray(address)
         start = time.perf_counter()
-        summary = module.run(config, run)
+        summary = module.build(config, run)
         summary = {"stage": command, "skipped": False, **summary}
         summary["seconds"] = round(time.perf_counter() - start, 3)
         if summary.get("complete") is not False and run.is_complete(stage.output):

@@ -57,7 +57,7 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
     return table.sort_by([("split", "ascending"), ("group", "ascending"), ("item_id", "ascending")])
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Score with the trained adapter; write ``scores/`` and ``eval/metrics.json``."""
     cfg = config.evaluate
     scores = score_candidates(config, run, adapter_dir(run))

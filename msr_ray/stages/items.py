@@ -123,7 +123,7 @@ def _unique(parts: pa.Table | None) -> pa.Table:
     return SCHEMA.empty_table() if parts is None else dedupe(parts, ("item_id",))
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Summarize every item not yet summarized; seal the table once all are done."""
     import ray.data
     from tqdm import tqdm

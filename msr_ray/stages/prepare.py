@@ -36,7 +36,7 @@ def load_source(cfg: PrepareConfig) -> RawDataset:
     return READERS[cfg.source](cfg.path, cfg.max_image_side)
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Build the dataset tables and return the prepare summary."""
     cfg = config.prepare
     raw = load_source(cfg)

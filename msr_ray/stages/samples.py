@@ -109,7 +109,7 @@ def build_samples(
     return pa.Table.from_pylist(rows, schema=SCHEMA), skipped
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Write ``samples/`` from the dataset and the user summaries."""
     run.require("user_summaries")
     items, sequences = read_dataset(run)

@@ -287,7 +287,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Fine-tune on the training samples; seal ``train/`` with the final adapter."""
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig

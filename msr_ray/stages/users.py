@@ -183,7 +183,7 @@ def _keys(table: pa.Table) -> set[tuple[str, int]]:
     return set(zip(table["user_id"].to_pylist(), table["step"].to_pylist(), strict=True))
 
 
-def run(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Summarize every user's history at every block boundary; seal when all are done."""
     from tqdm import tqdm
 
