@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import ray
 from ray.cluster_utils import Cluster
 
@@ -26,6 +27,9 @@ ITEMS = {f"i{n}": f"A clip about topic {n % 4}." for n in range(12)}
 HISTORIES = {f"u{n}": [f"i{(n + j) % 12}" for j in range(3 + n % 6)] for n in range(10)}
 
 
+CLUSTERS: list[Cluster] = []
+
+
 def start_cluster() -> Cluster:
     """A head that runs the driver only (no CPUs) and 2 worker nodes of 2 CPUs."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -33,31 +37,39 @@ def start_cluster() -> Cluster:
         cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
+    CLUSTERS.append(cluster)
     return cluster
 
 
-def actor_nodes(class_name: str) -> list[str]:
-    """Node ids of the alive actors whose class name contains ``class_name`` (Ray Data
-    names its pool's actor classes after the operator)."""
-    from ray.util.state import list_actors
+def worker_node_of(cluster: Cluster, title: str):
+    """A worker node running an actor process titled ``ray::<title>...``: actor processes
+    are children of their node's raylet (read off the process table, no state API lag)."""
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if not command.startswith(f"ray::{title}"):
+            continue
+        try:
+            for parent in process.parents():
+                if parent.pid in raylets:
+                    return raylets[parent.pid]
+        except psutil.NoSuchProcess:
+            continue
+    return None
 
-    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-    return [a.node_id for a in alive if class_name in a.class_name]
 
-
-def remove_node_of(cluster: Cluster, class_name: str, ready) -> dict:
-    """Once ``ready()``, remove a worker node holding an alive actor of ``class_name``
-    (the state API lags a little: look again until one shows, for up to a minute)."""
+def remove_node_of(cluster: Cluster, title: str, ready) -> dict:
+    """Once ``ready()``, remove a worker node that runs an actor titled ``ray::<title>``."""
     while not ready():
         time.sleep(0.2)
-    workers = {n.node_id: n for n in cluster.worker_nodes}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        held = [node_id for node_id in actor_nodes(class_name) if node_id in workers]
-        if held:
-            cluster.remove_node(workers[held[0]])
-            return {"removed_at": time.perf_counter(), "node": held[0]}
-        time.sleep(0.5)
+        node = worker_node_of(cluster, title)
+        if node is not None:
+            node_id = node.node_id
+            cluster.remove_node(node)
+            return {"removed_at": time.perf_counter(), "node": node_id}
+        time.sleep(0.2)
     return {"removed_at": None, "node": None}
 
 
@@ -107,7 +119,7 @@ def train_drill(tmp: Path) -> dict:
         "train.num_workers=2",
         "train.placement_strategy=SPREAD",
         "train.resources.num_cpus=0.5",
-        "train.epochs=3",
+        "train.epochs=2",
         "train.learning_rate=0.02",
         "train.max_failures=1",
         "train.max_valid_groups=2",
@@ -181,5 +193,10 @@ def items_drill(tmp: Path) -> dict:
 DRILLS = {"users": users_drill, "train": train_drill, "items": items_drill}
 
 if __name__ == "__main__":
-    result = DRILLS[sys.argv[1]](Path(sys.argv[2]))
-    print("DRILL " + json.dumps(result))
+    try:
+        result = DRILLS[sys.argv[1]](Path(sys.argv[2]))
+    finally:
+        ray.shutdown()
+        for cluster in CLUSTERS:
+            cluster.shutdown()
+    print("\nDRILL " + json.dumps(result), flush=True)

@@ -2,6 +2,7 @@
 stage completes, and its table equals an uninterrupted run's (see drills.py)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ def drill(name: str, tmp_path: Path) -> dict:
         text=True,
         timeout=900,
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("DRILL ")]
-    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-4000:]
-    result = json.loads(lines[-1].removeprefix("DRILL "))
+    found = re.findall(r"DRILL (\{.*\})", done.stdout)  # Ray's lines may share its line
+    assert done.returncode == 0 and found, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads(found[-1])
     assert result["removed_node"], "no worker node held an actor of the stage"
     return result
 
@@ -36,5 +37,5 @@ def test_items_stage_survives_losing_an_actor_node(tmp_path):
 
 def test_training_resumes_from_the_checkpoint_after_losing_a_worker_node(tmp_path):
     result = drill("train", tmp_path)
-    assert result["final_epoch"] == 2
-    assert result["resumed_at_epochs"][-1] >= 1  # the last epochs ran after a restore
+    assert result["final_epoch"] == 1
+    assert result["resumed_at_epochs"] == [0, 1]  # epoch 1 ran again from epoch 0's checkpoint
