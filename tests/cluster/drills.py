@@ -1,7 +1,7 @@
 """Node-loss drills on a multi-node Ray cluster on this machine (``ray.cluster_utils``).
 
-Run as ``python -m tests.cluster.drills <drill> <tmp dir>``, one process per drill so the
-cluster is not the test session's Ray. Each drill builds a head and 2 worker nodes, runs a
+Run as ``python -m tests.cluster.drills <drill>[,<drill>...] <tmp dir>``, in a process of
+its own so the cluster is not the test session's Ray. Each drill builds a head and 2 worker nodes, runs a
 stage on tiny models, removes the node of one of its actors mid-stage, and prints one JSON
 line: what the test compares (the table against an uninterrupted run's) and the seconds
 from the removal to the stage's end.
@@ -10,6 +10,7 @@ from the removal to the stage's end.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -31,7 +32,14 @@ CLUSTERS: list[Cluster] = []
 
 
 def start_cluster() -> Cluster:
-    """A head that runs the driver only (no CPUs) and 2 worker nodes of 2 CPUs."""
+    """A head that runs the driver only (no CPUs) and 2 worker nodes of 2 CPUs; a later
+    drill in the same process gets the same cluster, with a node added for the one lost."""
+    if CLUSTERS:
+        cluster = CLUSTERS[0]
+        while len(cluster.worker_nodes) < 2:
+            cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        return cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
@@ -73,39 +81,59 @@ def remove_node_of(cluster: Cluster, title: str, ready) -> dict:
     return {"removed_at": None, "node": None}
 
 
-def table(run_dir: Path, stage: str, keys: list[str], columns: list[str]) -> list[list]:
+ITEM_COLUMNS = ["item_id", "summary", "error"]
+USER_COLUMNS = ["user_id", "step", "summary"]
+
+
+def table(run_dir: Path, stage: str, columns: list[str]) -> list[list]:
     t = RunDir(str(run_dir)).read_table(stage).select(columns)
     return sorted(map(list, zip(*(t[c].to_pylist() for c in columns), strict=True)))
 
 
-def users_drill(tmp: Path) -> dict:
-    settings = ["users.num_shards=3", "users.max_batch_size=2"]
-    clean, drilled = tmp / "clean", tmp / "drilled"
-    for run_dir in (clean, drilled):
-        write_dataset(RunDir(str(run_dir)), HISTORIES, ITEMS)
-    cluster = start_cluster()
-    run_stage("summarize-users", tiny_config(clean, *settings))
-    parts = drilled / "_parts" / "user_summaries"
+def stage_losing_a_node(cluster: Cluster, command: str, config, title: str, ready) -> tuple:
+    """Run a stage while the node of one of its actors (``ray::<title>``) is removed once
+    ``ready()``: the stage's summary, the node removed and the seconds from the removal to
+    the stage's end."""
     removal: dict = {}
-    remover = threading.Thread(
-        target=lambda: removal.update(
-            remove_node_of(
-                cluster, "UserShard", lambda: parts.exists() and any(parts.rglob("*.parquet"))
-            )
-        )
-    )
+    remover = threading.Thread(target=lambda: removal.update(remove_node_of(cluster, title, ready)))
     remover.start()
-    summary = run_stage("summarize-users", tiny_config(drilled, *settings))
+    summary = run_stage(command, config)
     ended = time.perf_counter()
     remover.join()
-    columns = ["user_id", "step", "summary"]
-    return {
-        "removed_node": removal["node"],
-        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
-        "summaries": summary["summaries"],
-        "equal": table(clean, "user_summaries", columns, columns)
-        == table(drilled, "user_summaries", columns, columns),
-    }
+    seconds = ended - removal["removed_at"] if removal["removed_at"] else None
+    return summary, {"removed_node": removal["node"], "seconds_after_removal": seconds}
+
+
+def against_an_uninterrupted_run(tmp: Path, command: str, stage: str, settings, title, write):
+    """The stage run clean, then run again losing a node once its first parts are written;
+    the summary of the second, the removal, and whether both tables are equal."""
+    clean, drilled = tmp / "clean", tmp / "drilled"
+    for run_dir in (clean, drilled):
+        write(RunDir(str(run_dir)))
+    cluster = start_cluster()
+    run_stage(command, tiny_config(clean, *settings))
+    parts = drilled / "_parts" / stage
+
+    def parts_written() -> bool:
+        return parts.exists() and any(parts.rglob("*.parquet"))
+
+    summary, removal = stage_losing_a_node(
+        cluster, command, tiny_config(drilled, *settings), title, parts_written
+    )
+    columns = ITEM_COLUMNS if stage == "item_summaries" else USER_COLUMNS
+    equal = table(clean, stage, columns) == table(drilled, stage, columns)
+    return summary, {**removal, "equal": equal}
+
+
+def users_drill(tmp: Path) -> dict:
+    def write(run: RunDir) -> None:
+        write_dataset(run, HISTORIES, ITEMS)
+
+    settings = ["users.num_shards=3", "users.max_batch_size=2"]
+    summary, result = against_an_uninterrupted_run(
+        tmp, "summarize-users", "user_summaries", settings, "UserShard", write
+    )
+    return {**result, "summaries": summary["summaries"]}
 
 
 def train_drill(tmp: Path) -> dict:
@@ -119,15 +147,13 @@ def train_drill(tmp: Path) -> dict:
         "train.num_workers=2",
         "train.placement_strategy=SPREAD",
         "train.resources.num_cpus=0.5",
-        "train.epochs=2",
+        "train.epochs=4",
         "train.learning_rate=0.02",
         "train.max_failures=1",
         "train.max_valid_groups=2",
     )
     cluster = start_cluster()
     storage = run_dir / "_parts" / "train"
-    removal: dict = {}
-
     seen: list[float] = []
 
     def checkpointed() -> bool:
@@ -137,13 +163,7 @@ def train_drill(tmp: Path) -> dict:
             seen.append(time.monotonic())
         return bool(seen) and time.monotonic() - seen[0] > 5
 
-    remover = threading.Thread(
-        target=lambda: removal.update(remove_node_of(cluster, "RayTrainWorker", checkpointed))
-    )
-    remover.start()
-    summary = run_stage("train", config)
-    ended = time.perf_counter()
-    remover.join()
+    summary, removal = stage_losing_a_node(cluster, "train", config, "RayTrainWorker", checkpointed)
     logs = sorted((run_dir / "train_logs").glob("epoch-*.jsonl"))
     resumed = {
         json.loads(line)["resumed_at_epoch"]
@@ -151,50 +171,35 @@ def train_drill(tmp: Path) -> dict:
         for line in log.read_text().splitlines()
     }
     return {
-        "removed_node": removal["node"],
-        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
+        **removal,
         "final_epoch": summary["final"]["epoch"],
         "resumed_at_epochs": sorted(resumed),
     }
 
 
 def items_drill(tmp: Path) -> dict:
+    def write(run: RunDir) -> None:  # a dataset whose items are still to summarize
+        write_dataset(run, {"u": ["i0"]}, {f"i{n}": f"Clip {n}" for n in range(40)})
+        shutil.rmtree(run.path("item_summaries"))
+
     settings = ["items.batch_size=2", "items.min_actors=2", "items.max_actors=2"]
-    clean, drilled = tmp / "clean", tmp / "drilled"
-    items = {f"i{n}": f"Clip {n}" for n in range(40)}
-    for run_dir in (clean, drilled):
-        write_dataset(RunDir(str(run_dir)), {"u": ["i0"]}, items)
-        RunDir(str(run_dir)).fs.delete_dir(RunDir(str(run_dir)).path("item_summaries"))
-    cluster = start_cluster()
-    run_stage("summarize-items", tiny_config(clean, *settings))
-    parts = drilled / "_parts" / "item_summaries"
-    removal: dict = {}
-    remover = threading.Thread(
-        target=lambda: removal.update(
-            remove_node_of(
-                cluster, "MapWorker", lambda: parts.exists() and any(parts.rglob("*.parquet"))
-            )
-        )
+    summary, result = against_an_uninterrupted_run(
+        tmp, "summarize-items", "item_summaries", settings, "MapWorker", write
     )
-    remover.start()
-    summary = run_stage("summarize-items", tiny_config(drilled, *settings))
-    ended = time.perf_counter()
-    remover.join()
-    columns = ["item_id", "summary", "error"]
-    return {
-        "removed_node": removal["node"],
-        "seconds_after_removal": ended - removal["removed_at"] if removal["removed_at"] else None,
-        "items": summary.get("items"),
-        "equal": table(clean, "item_summaries", columns, columns)
-        == table(drilled, "item_summaries", columns, columns),
-    }
+    return {**result, "items": summary.get("items")}
 
 
 DRILLS = {"users": users_drill, "train": train_drill, "items": items_drill}
 
+
+def main(names: list[str], tmp: Path) -> dict:
+    """Run the named drills in order on one cluster; their results by name."""
+    return {name: DRILLS[name](tmp / name) for name in names}
+
+
 if __name__ == "__main__":
     try:
-        result = DRILLS[sys.argv[1]](Path(sys.argv[2]))
+        result = main(sys.argv[1].split(","), Path(sys.argv[2]))
     finally:
         ray.shutdown()
         for cluster in CLUSTERS:

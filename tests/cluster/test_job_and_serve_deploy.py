@@ -65,7 +65,7 @@ def _stop_cluster(temp_dir: str) -> None:
             process.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(mine, timeout=20)
+    _, alive = psutil.wait_procs(mine, timeout=5)
     for process in alive:
         process.kill()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def drill(name: str, tmp_path: Path) -> dict:
+def drill(names: str, tmp_path: Path) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.cluster.drills", name, str(tmp_path)],
+        [sys.executable, "-m", "tests.cluster.drills", names, str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -20,22 +20,23 @@ def drill(name: str, tmp_path: Path) -> dict:
     )
     found = re.findall(r"DRILL (\{.*\})", done.stdout)  # Ray's lines may share its line
     assert done.returncode == 0 and found, done.stdout[-2000:] + done.stderr[-4000:]
-    result = json.loads(found[-1])
-    assert result["removed_node"], "no worker node held an actor of the stage"
-    return result
+    results = json.loads(found[-1])
+    for name, result in results.items():
+        assert result["removed_node"], f"{name}: no worker node held an actor of the stage"
+    return results
 
 
-def test_users_stage_survives_losing_a_shard_node(tmp_path):
-    result = drill("users", tmp_path)
-    assert result["equal"] and result["summaries"] > 0
-
-
-def test_items_stage_survives_losing_an_actor_node(tmp_path):
-    result = drill("items", tmp_path)
-    assert result["equal"] and result["items"] == 40
+def test_users_and_items_stages_survive_losing_a_node(tmp_path):
+    """One cluster: the users drill, a fresh node for the lost one, the items drill."""
+    results = drill("users,items", tmp_path)
+    users, items = results["users"], results["items"]
+    assert users["equal"] and users["summaries"] > 0
+    assert items["equal"] and items["items"] == 40
 
 
 def test_training_resumes_from_the_checkpoint_after_losing_a_worker_node(tmp_path):
-    result = drill("train", tmp_path)
-    assert result["final_epoch"] == 1
-    assert result["resumed_at_epochs"] == [0, 1]  # epoch 1 ran again from epoch 0's checkpoint
+    result = drill("train", tmp_path)["train"]
+    # The node goes a few seconds after epoch 0's checkpoint, so at least the last epochs
+    # ran in workers restored from a checkpoint (epochs are seconds long here).
+    assert result["final_epoch"] == 3
+    assert result["resumed_at_epochs"][0] == 0 and result["resumed_at_epochs"][-1] >= 1
