@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from msr_ray.registry import STAGES
 from tests.stages.conftest import TINY_SETTINGS
 
 SETTINGS = [
@@ -26,14 +27,7 @@ def test_a_pipeline_prints_one_line_per_stage_and_the_table(tmp_path):
     # tqdm redraws its bar in place with \r: one console line per bar.
     assert len(lines) <= 25, "\n".join(lines)
     results = [line for line in done.stdout.splitlines() if ": done in " in line]
-    assert [line.split(":")[0] for line in results] == [
-        "prepare",
-        "summarize-items",
-        "summarize-users",
-        "build-samples",
-        "train",
-        "evaluate",
-    ]
+    assert [line.split(":")[0] for line in results] == [s.command for s in STAGES]
     assert "rows train " in results[3] and "-> " in results[3]
     tail = done.stdout.strip().splitlines()
     assert tail[-1].startswith("Run directory: ") and tail[-3].startswith("model ")
