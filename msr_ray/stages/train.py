@@ -1,70 +1,63 @@
 """Stage `train`: LoRA SFT of the Yes/No recommender on Ray Train with DeepSpeed.
 
-Driver: join the samples with the items (title, image), shuffle (seeded), and start a
-``TorchTrainer`` (gloo on CPU, nccl on GPU) whose run lives under
-``<run>/_parts/train/<fingerprint>``; rerunning after a crash with the same inputs and
-settings restores the latest checkpoint.
-Workers: load the MLLM, wrap it in PEFT LoRA (language-model linear layers; projector
-trainable by config), ``deepspeed.initialize`` with a ZeRO config built from the stage
-config and torch's AdamW, train on the answer tokens only, score validation AUC on rank
-0 each epoch, and report a checkpoint holding the PEFT adapter, the DeepSpeed state and
-the epoch. The sealed ``train/`` folder holds the final adapter in the standard layout
-and the config it was trained with (``config.yaml``, what serving loads).
+Driver only: join the samples with the items (title, image), order the training rows
+(seeded, rows sharing a prompt prefix together), and start a ``TorchTrainer`` (gloo on
+CPU, nccl on GPU) whose workers run ``msr_ray.sft_recipe``. The training rows are split
+evenly across workers; the validation rows are split too, every row scored once, and
+every rank computes the epoch's AUC from the all-gathered scores. The trainer's run lives
+under ``<run>/_parts/train/<fingerprint>``: rerunning after a crash with the same inputs
+and settings restores the latest checkpoint. The sealed ``train/`` folder holds the
+final adapter in the standard layout and the config it was trained with
+(``config.yaml``, what serving loads).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from ray.train import DataConfig
 
-from msr_ray.config import PipelineConfig, TrainConfig, dump_config
+from msr_ray.config import PipelineConfig, dump_config
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
-from msr_ray.tracking import MlflowTracker, NoTracking, Tracker, flatten
+from msr_ray.sft_recipe import STAGE, tracking_uri, train_loop_per_worker
 
-STAGE = "train"
-DEEPSPEED_DIR = "deepspeed"
-STATE_FILE = "train_state.json"
-LANGUAGE_MODEL_LINEAR = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
+# Validation blocks per worker: the split hands out whole blocks.
+VALID_BLOCKS_PER_WORKER = 4
 
 
-def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
-    """The DeepSpeed config of a run: ZeRO stage, micro-batch, accumulation, clipping."""
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": bf16},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1_000_000,
-        "wall_clock_breakdown": False,
-    }
+class EveryValidRowOnce(DataConfig):
+    """Splits ``train`` evenly (every worker takes the same number of steps, as
+    DeepSpeed's collectives need) and ``valid`` without dropping rows (an even split
+    would drop up to ``world_size - 1`` of them and change the AUC)."""
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        """``DataConfig.configure`` for every dataset but ``valid``; ``valid`` is split
+        unevenly, each block going to one worker."""
+        others = {name: ds for name, ds in datasets.items() if name != "valid"}
+        output = super().configure(others, world_size, worker_handles, worker_node_ids, **kwargs)
+        if "valid" in datasets:
+            valid = datasets["valid"].copy(datasets["valid"])
+            valid.context.execution_options = self._resolve_execution_options("valid")
+            splits = valid.streaming_split(world_size, equal=False)
+            for rank, split in enumerate(splits):
+                output[rank]["valid"] = split
+        return output
 
 
-def lora_target(cfg: TrainConfig) -> str | list[str]:
-    """Module names LoRA adapts: the configured ones, else every language-model linear layer."""
-    if cfg.lora_target_modules:
-        return cfg.lora_target_modules
-    return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
+def validation_blocks(valid: pa.Table, blocks: int) -> list[pa.Table]:
+    """The validation rows cut into up to ``blocks`` tables along group boundaries."""
+    groups = valid["group"].to_pylist()
+    bounds = [0] + [n for n in range(1, len(groups)) if groups[n] != groups[n - 1]]
+    per_block = max(1, -(-len(bounds) // max(1, blocks)))
+    starts = bounds[::per_block] + [len(groups)]
+    return [valid.slice(a, b - a) for a, b in zip(starts, starts[1:], strict=False) if b > a]
 
 
 def portable_adapter_config(data: bytes, base_model: str) -> bytes:
@@ -95,202 +88,10 @@ def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
     )
 
 
-def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
-    import torch
-
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _validation_auc(recommender, rows: list[dict]) -> float | None:
-    from msr_ray.metrics import per_group
-
-    if not rows:
-        return None
-    table = pa.table(
-        {
-            "group": [r["group"] for r in rows],
-            "label": [r["label"] for r in rows],
-            "score": recommender.score(rows),
-        }
-    )
-    return float(per_group(table, [1])["auc"].mean())
-
-
-def _crash_once(run: RunDir, epoch: int) -> None:
-    """The fault drill: this worker's process dies mid-epoch, once per run directory.
-
-    A real crash (SIGKILL, as on an OOM kill or a lost node), not a Python exception;
-    Ray Train restarts the worker group from the last checkpoint its controller has
-    registered. The controller collects reports when it polls the workers, so the drill
-    first waits out a few poll intervals: the previous epoch's checkpoint is then the one
-    the restart must use (a crash before that poll would lose it, as on a real cluster).
-    """
-    if not run.exists(f"_train_failure_injected_{epoch}"):
-        run.write_text("injected", f"_train_failure_injected_{epoch}")
-        interval = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2"))
-        time.sleep(2.5 * interval)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def tracking_uri(config: PipelineConfig, run: RunDir) -> str | None:
-    """The MLflow store of this run (None when tracking is off)."""
-    cfg = config.train
-    if cfg.tracking == "off":
-        return None
-    if cfg.tracking_uri:
-        return cfg.tracking_uri
-    if not run.local:
-        raise ValueError(
-            "train.tracking: mlflow needs train.tracking_uri when the run directory is not local"
-        )
-    return Path(run.path("tracking")).as_uri()
-
-
-def open_tracker(config: PipelineConfig, run: RunDir, key: str) -> Tracker:
-    """Rank 0's tracker: a new MLflow run with the config as params, or the one a
-    restarted worker had (its id is kept beside the checkpoints)."""
-    uri = tracking_uri(config, run)
-    if uri is None:
-        return NoTracking()
-    id_file = ("_parts", STAGE, f"{key}.mlflow.json")
-    run_id = run.read_json(*id_file)["run_id"] if run.exists(*id_file) else None
-    tracker = MlflowTracker(uri, config.train.tracking_experiment, f"train-{key[:12]}", run_id)
-    if run_id is None:
-        tracker.log_params(flatten(config.model_dump(mode="json")))
-        run.write_json({"run_id": tracker.run_id, "uri": uri}, *id_file)
-    return tracker
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: LoRA + DeepSpeed SFT with per-epoch validation and checkpoints."""
-    import deepspeed
-    import ray.train
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from msr_ray.models.loading import load_model
-    from msr_ray.models.scoring import sft_loss
-    from msr_ray.recommender import Recommender
-
-    config = PipelineConfig.model_validate(loop_config["pipeline"])
-    cfg = config.train
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(cfg.seed)
-    spec = config.mllm.model_copy(update={"device": str(device)})
-    loaded = load_model(spec, "mllm")
-    bf16 = loaded.dtype == torch.bfloat16
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target(cfg),
-        modules_to_save=["multi_modal_projector"] if cfg.train_projector else None,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(loaded.model, lora)
-    loaded.model = model
-    recommender = Recommender(loaded, config)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = loop_config["optimizer_steps_per_epoch"]
-    scheduler = _scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, bf16),
-    )
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            engine.load_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
-            with open(os.path.join(folder, STATE_FILE)) as f:
-                start_epoch = json.load(f)["epoch"] + 1
-    run = RunDir(config.run_dir)
-    tracker = open_tracker(config, run, loop_config["key"]) if rank == 0 else NoTracking()
-    micro_steps = loop_config["micro_steps_per_epoch"]
-    shard = ray.train.get_dataset_shard("train")
-    valid_rows = loop_config["valid_rows"] if rank == 0 else []
-    for epoch in range(start_epoch, cfg.epochs):
-        engine.train()
-        log, samples, tokens, started = [], 0, 0, time.perf_counter()
-        for batch in shard.iter_batches(
-            batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
-        ):
-            rows = batch.to_pylist()
-            answers = [bool(r["label"]) for r in rows]
-            loss, batch_tokens = sft_loss(
-                engine,
-                loaded,
-                recommender.prompts(rows),
-                answers,
-                cfg.max_length,
-                cfg.prefix_gradient,
-            )
-            engine.backward(loss)
-            engine.step()
-            if log and cfg.fail_once_at_epoch == epoch and rank == world - 1:
-                _crash_once(run, epoch)
-            samples += len(rows)
-            tokens += batch_tokens
-            elapsed = time.perf_counter() - started
-            entry = {
-                "epoch": epoch,
-                "step": len(log),
-                "resumed_at_epoch": start_epoch,
-                "rank": rank,
-                "loss": loss.item(),
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": samples / elapsed,
-                "tokens_per_s": tokens / elapsed,
-            }
-            log.append(entry)
-            tracker.log_metrics(
-                {"loss": entry["loss"], "lr": entry["lr"]}, epoch * micro_steps + entry["step"]
-            )
-        run.write_text(
-            "".join(json.dumps(r) + "\n" for r in log),
-            "train_logs",
-            f"epoch-{epoch:03d}-rank-{rank}.jsonl",
-        )
-        engine.eval()
-        valid_auc = _validation_auc(recommender, valid_rows) if rank == 0 else None
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(np.mean([r["loss"] for r in log])) if log else None,
-            "valid_auc": valid_auc,
-            "samples": samples,
-        }
-        tracker.log_metrics(
-            {"valid_auc": valid_auc, "train_loss": metrics["train_loss"]},
-            (epoch + 1) * micro_steps,
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            engine.save_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
-            if rank == 0:
-                model.save_pretrained(os.path.join(folder, ADAPTER))
-                with open(os.path.join(folder, STATE_FILE), "w") as f:
-                    json.dump(metrics, f)
-                if epoch == cfg.epochs - 1:
-                    tracker.log_artifacts(os.path.join(folder, ADAPTER), ADAPTER)
-                    tracker.finish()
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Fine-tune on the training samples; seal ``train/`` with the final adapter."""
     import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     run.require("samples")
@@ -310,6 +111,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     valid = candidate_rows(run, config, ("valid",))
     groups = sorted(set(valid["group"].to_pylist()))[: cfg.max_valid_groups]
     valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups, pa.string())))
+    valid = valid.sort_by("group")
     micro_steps = usable // global_batch
     resources = {"CPU": config.train.resources.num_cpus}
     if cfg.use_gpu:
@@ -321,7 +123,6 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             "optimizer_steps_per_epoch": max(1, micro_steps // cfg.gradient_accumulation_steps),
             "micro_steps_per_epoch": micro_steps,
             "key": run.parts_key(STAGE),
-            "valid_rows": valid.to_pylist(),
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -340,8 +141,13 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-        datasets={"train": ray.data.from_arrow(train)},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets={
+            "train": ray.data.from_arrow(train),
+            "valid": ray.data.from_arrow(
+                validation_blocks(valid, cfg.num_workers * VALID_BLOCKS_PER_WORKER) or [valid]
+            ),
+        },
+        dataset_config=EveryValidRowOnce(datasets_to_split=["train", "valid"]),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -350,6 +156,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "train_rows": usable,
         "train_rows_dropped": available - usable,
         "valid_groups": len(groups),
+        "valid_rows": valid.num_rows,
         "epochs": cfg.epochs,
         "num_workers": cfg.num_workers,
         "zero_stage": cfg.zero_stage,
@@ -359,7 +166,6 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "tracking_uri": tracking,
     }
     with run.stage_output(STAGE) as out, result.checkpoint.as_directory() as folder:
-        out.fs.create_dir(f"{out.path}/{ADAPTER}")
         for name in os.listdir(os.path.join(folder, ADAPTER)):
             with open(os.path.join(folder, ADAPTER, name), "rb") as src:
                 data = src.read()

@@ -14,11 +14,7 @@ from tests.conftest import write_easy_task
 def _logs(run: RunDir, epoch: int) -> list[dict]:
     rows = []
     for rank in (0, 1):
-        text = (
-            run.fs.open_input_stream(run.path("train_logs", f"epoch-{epoch:03d}-rank-{rank}.jsonl"))
-            .read()
-            .decode()
-        )
+        text = run.read_text("train_logs", f"epoch-{epoch:03d}-rank-{rank}.jsonl")
         rows += [json.loads(line) for line in text.splitlines()]
     return rows
 
@@ -76,6 +72,56 @@ def test_a_killed_worker_ends_where_an_uninterrupted_run_ends(trained, tmp_path)
     assert summary["final"]["valid_auc"] == pytest.approx(
         uninterrupted["final"]["valid_auc"], abs=0.1
     )
+
+
+def test_every_validation_row_is_scored_once_across_the_workers(trained):
+    """The validation rows are split over both workers and their scores all-gathered: the
+    epoch's AUC covers every row once and equals one process scoring them all."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from msr_ray.metrics import per_group
+
+    config, run, summary = trained
+    assert summary["final"]["valid_rows"] == summary["valid_rows"] == 4 * 6
+    valid = candidate_rows(run, config, ("valid",))
+    groups = sorted(set(valid["group"].to_pylist()))[:4]
+    valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups)))
+    scores = Recommender.load(config, adapter_dir(run)).score(valid.to_pylist())
+    table = pa.table({"group": valid["group"], "label": valid["label"], "score": scores})
+    expected = float(per_group(table, [1])["auc"].mean())
+    assert summary["final"]["valid_auc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_validation_blocks_keep_groups_whole_and_gathered_auc_ignores_the_split():
+    import pyarrow as pa
+
+    from msr_ray.sft_recipe import gathered_auc
+    from msr_ray.stages.train import validation_blocks
+
+    groups = [f"g{n // 3}" for n in range(15)]  # 5 groups of 3 rows
+    labels = [1 if n % 3 == 0 else 0 for n in range(15)]
+    scores = [0.9, 0.1, 0.2, 0.1, 0.5, 0.3, 0.6, 0.7, 0.2, 0.4, 0.4, 0.9, 0.8, 0.1, 0.1]
+    table = pa.table({"group": groups, "label": pa.array(labels, pa.int8()), "score": scores})
+    blocks = validation_blocks(table, 4)
+    assert [b.num_rows for b in blocks] == [6, 6, 3]
+    assert pa.concat_tables(blocks).equals(table)
+    assert all(
+        len({*b["group"].to_pylist()} & {*c["group"].to_pylist()}) == 0
+        for b in blocks
+        for c in blocks
+        if b is not c
+    )
+    whole = gathered_auc([table.to_pydict()])
+    split = gathered_auc(
+        [
+            table.slice(0, 4).to_pydict(),
+            {"group": [], "label": [], "score": []},
+            table.slice(4).to_pydict(),
+        ]
+    )
+    assert whole == split == (pytest.approx((1 + 0 + 0.5 + 0.25 + 1) / 5), 15)
+    assert gathered_auc([{"group": [], "label": [], "score": []}]) == (None, 0)
 
 
 def test_adapter_is_standard_peft_and_evaluate_beats_chance(trained):
