@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from msr_ray.cluster import VERBOSE_ENV
-from msr_ray.config import ConfigError, PipelineConfig, load_config
+from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import STATUS_COUNTS, run_pipeline, run_stage, run_status
@@ -81,9 +81,17 @@ def _load(
     if run_dir:
         items.append(f"run_dir={run_dir}")
     try:
-        return load_config(config_path, items)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecatedKey)
+            config = load_config(config_path, items)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    for warning in caught:
+        if issubclass(warning.category, DeprecatedKey):
+            click.echo(f"Warning: {warning.message}", err=True)
+        else:
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+    return config
 
 
 def _print_summary(summary: dict) -> None:

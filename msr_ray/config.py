@@ -8,6 +8,7 @@ Unknown keys and wrong types are errors that name the key and the file.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,34 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DeprecatedKey(FutureWarning):
+    """A config key that still works in this release and is removed in the next."""
+
+
+def warn_deprecated(key: str, value: Any, reading: str) -> None:
+    """Warn that config key ``key`` (given as ``value``) is deprecated; ``reading`` says
+    which new keys it was read as."""
+    warnings.warn(
+        f"config key '{key}' is deprecated and will be removed in the next release; "
+        f"'{key}: {value}' was read as {reading}",
+        DeprecatedKey,
+        stacklevel=2,
+    )
+
+
+class _ActorPool(_Strict):
+    """An autoscaling Ray Data actor pool: ``min_actors`` to ``max_actors`` actors."""
+
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> _ActorPool:
+        if self.min_actors > self.max_actors:
+            raise ValueError("min_actors must be <= max_actors")
+        return self
 
 
 class Resources(_Strict):
@@ -100,7 +129,9 @@ class PrepareConfig(_Strict):
     path: input folder (or file) of the source; unused for ``synthetic``.
     min_user_interactions, min_item_interactions: k-core thresholds (paper: 6 and 5).
     max_history: keep at most this many most recent interactions per user (None = all).
-    max_image_side: images are resized so that their longer side is at most this.
+    max_image_side: images are stored resized so that their longer side is at most this
+        (each model then reads them at its own side: ``items.max_image_side``,
+        ``recommender.max_image_side``).
     max_users: keep a seeded random sample of this many users after the k-core (None =
         all); the items kept are those the sampled users interacted with.
     sample_seed: seed of that user sample.
@@ -128,13 +159,14 @@ class PrepareConfig(_Strict):
     text_columns: list[str] = Field(default_factory=list)
 
 
-class ItemsConfig(_Strict):
+class ItemsConfig(_ActorPool):
     """Stage `summarize-items`: the MLLM describes every item.
 
     mode: ``image`` (paper's image-description prompt), ``fused`` (image + title/text
         in one description) or ``text`` (no image; ablation).
     on_error: what a bad row (missing/corrupt image) gets: ``text-only`` summarizes the
         text instead, ``skip`` leaves the summary empty. The error is recorded either way.
+    max_image_side: the summarizer sees images resized to at most this side.
     batch_size: items per ``map_batches`` batch (one batched generate call).
     min_actors, max_actors: autoscaling bounds of the actor pool.
     resources: per-actor resources.
@@ -144,9 +176,8 @@ class ItemsConfig(_Strict):
 
     mode: Literal["image", "fused", "text"] = "fused"
     on_error: Literal["text-only", "skip"] = "text-only"
+    max_image_side: int = Field(336, ge=16)
     batch_size: int = Field(8, gt=0)
-    min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(2, ge=1)
     resources: Resources = Field(default_factory=Resources)
     max_items: int | None = Field(None, gt=0)
 
@@ -196,11 +227,13 @@ class RecommenderConfig(_Strict):
         order (image first, title last), which shares only the chat template's header.
     candidate_description: also show the candidate's item summary (from
         summarize-items) after its title; the paper shows only the title and the image.
+    max_image_side: the recommender sees candidate images resized to at most this side.
     batch_size: candidates scored in one forward pass.
     """
 
     prompt_order: Literal["shared-prefix", "paper"] = "shared-prefix"
     candidate_description: bool = False
+    max_image_side: int = Field(336, ge=16)
     batch_size: int = Field(24, gt=0)
 
 
@@ -208,8 +241,9 @@ class TrainConfig(_Strict):
     """Stage `train`: LoRA SFT of the recommender with Ray Train + DeepSpeed.
 
     num_workers: Ray Train workers (data parallel).
-    use_gpu: one GPU per worker; gloo on CPU, nccl on GPU.
-    resources: per-worker resources.
+    resources: per-worker resources; ``num_gpus`` > 0 trains on GPUs (nccl), 0 on CPUs
+        (gloo). The old switch ``use_gpu`` is deprecated: ``true`` reads as
+        ``resources.num_gpus: 1``.
     placement_strategy: how workers are placed on nodes: ``PACK`` (as few nodes as
         possible: fast collectives) or ``SPREAD`` (one node lost takes fewer workers).
     zero_stage: DeepSpeed ZeRO stage, 0-2. Stage 3 is refused: it partitions the
@@ -242,7 +276,6 @@ class TrainConfig(_Strict):
     """
 
     num_workers: int = Field(2, ge=1)
-    use_gpu: bool = False
     resources: Resources = Field(default_factory=Resources)
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     zero_stage: int = Field(2, ge=0, le=3)
@@ -268,6 +301,26 @@ class TrainConfig(_Strict):
     tracking_uri: str | None = None
     tracking_experiment: str = "msr-ray"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_use_gpu(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "use_gpu" not in data:
+            return data
+        data = dict(data)
+        use_gpu = data.pop("use_gpu")
+        resources = dict(data.get("resources") or {})
+        if use_gpu:
+            resources["num_gpus"] = max(1.0, float(resources.get("num_gpus", 0)))
+        else:
+            resources["num_gpus"] = 0.0
+        warn_deprecated("train.use_gpu", use_gpu, f"resources.num_gpus: {resources['num_gpus']}")
+        return {**data, "resources": resources}
+
+    @property
+    def use_gpu(self) -> bool:
+        """Whether the workers train on GPUs (``resources.num_gpus`` > 0)."""
+        return self.resources.num_gpus > 0
+
     @model_validator(mode="after")
     def _refuse_zero3(self) -> TrainConfig:
         if self.zero_stage == 3:
@@ -279,11 +332,12 @@ class TrainConfig(_Strict):
         return self
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(_ActorPool):
     """Stage `evaluate`: score every valid/test candidate and compute metrics.
 
     groups_per_batch: candidate lists (one user's candidates each) per Ray Data batch.
-    num_actors: scoring actors.
+    min_actors, max_actors: autoscaling bounds of the scoring actor pool (as in
+        ``items``). The old ``num_actors: N`` is deprecated and reads as both bounds N.
     resources: per-actor resources.
     ks: cut-offs for HR@K, NDCG@K, MRR@K.
     bootstrap_samples: resamples for the 95% confidence intervals.
@@ -291,11 +345,21 @@ class EvaluateConfig(_Strict):
     """
 
     groups_per_batch: int = Field(4, gt=0)
-    num_actors: int = Field(2, ge=1)
     resources: Resources = Field(default_factory=Resources)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
     bootstrap_samples: int = Field(1000, ge=0)
     splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_num_actors(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "num_actors" in data:
+            data = dict(data)
+            n = data.pop("num_actors")
+            data.setdefault("min_actors", n)
+            data.setdefault("max_actors", n)
+            warn_deprecated("evaluate.num_actors", n, f"min_actors: {n}, max_actors: {n}")
+        return data
 
 
 class BaselineConfig(_Strict):

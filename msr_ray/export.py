@@ -38,7 +38,6 @@ def export_model(run: RunDir, out: str) -> dict[str, Any]:
         "prompt_version": RECOMMEND_PROMPT_VERSION,
         "domain": config.domain,
         "recommender": config.recommender.model_dump(mode="json"),
-        "max_image_side": config.prepare.max_image_side,
         "answer_token_ids": {"yes": ids.yes, "no": ids.no},
         "base_model": config.mllm.name,
         "train_fingerprint": train.get("fingerprint"),

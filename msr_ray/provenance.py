@@ -31,9 +31,9 @@ _MODEL_KNOBS = ("num_threads", "cache_dir", "device")
 _RECOMMENDER = (
     "domain",
     "mllm",
-    "prepare.max_image_side",
     "recommender.prompt_order",
     "recommender.candidate_description",
+    "recommender.max_image_side",
 )
 
 
@@ -51,7 +51,7 @@ class Provenance:
 PROVENANCE: dict[str, Provenance] = {
     "dataset": Provenance(("prepare",), ()),
     "item_summaries": Provenance(
-        ("domain", "mllm", "items.mode", "items.on_error", "prepare.max_image_side"),
+        ("domain", "mllm", "items.mode", "items.on_error", "items.max_image_side"),
         ("dataset",),
     ),
     "user_summaries": Provenance(

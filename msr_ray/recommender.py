@@ -58,7 +58,7 @@ class Recommender:
         self.loaded = loaded
         self.settings = config.recommender
         self.domain = config.domain
-        self.max_image_side = config.prepare.max_image_side
+        self.max_image_side = config.recommender.max_image_side
 
     @classmethod
     def load(cls, config: PipelineConfig, adapter: str | None) -> Recommender:

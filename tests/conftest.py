@@ -140,7 +140,7 @@ def trained(tmp_path_factory, ray_session):
         "train.max_failures=1",
         "train.resources.num_cpus=0.5",
         "train.max_valid_groups=4",
-        "evaluate.num_actors=1",
+        "evaluate.max_actors=1",
         "evaluate.resources.num_cpus=0.5",
         "evaluate.bootstrap_samples=50",
         "train.tracking=mlflow",

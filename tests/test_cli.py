@@ -46,6 +46,22 @@ def test_bad_config_is_one_clear_error(tmp_path):
     assert "prepare.sauce" in result.output and "Traceback" not in result.output
 
 
+def test_a_deprecated_key_is_one_warning_line_on_the_console(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "evaluate: {num_actors: 3}\nprepare: {synthetic: {num_users: 20, num_items: 20}}\n"
+    )
+    result = CliRunner().invoke(main, ["prepare", "-c", str(old), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    warning, line = result.output.strip().splitlines()
+    assert warning == (
+        "Warning: config key 'evaluate.num_actors' is deprecated and will be removed in the "
+        "next release; 'evaluate.num_actors: 3' was read as min_actors: 3, max_actors: 3"
+    )
+    assert line.startswith("prepare: done in ")
+    assert "max_actors: 3" in (tmp_path / "r" / "config.yaml").read_text()
+
+
 def test_prepare_writes_config_summary_and_skips_second_time(tmp_path):
     run_dir = tmp_path / "run"
     args = [

@@ -1,7 +1,16 @@
+import warnings
+
 import pytest
 import yaml
 
-from msr_ray.config import ConfigError, PipelineConfig, dump_config, load_config, with_overrides
+from msr_ray.config import (
+    ConfigError,
+    PipelineConfig,
+    dump_config,
+    load_config,
+    parse_config,
+    with_overrides,
+)
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -24,12 +33,44 @@ def test_yaml_then_overrides_win(tmp_path):
             }
         )
     )
-    config = load_config(path, ["users.block_size=5", "train.use_gpu=true", "mllm.name=tiny"])
+    config = load_config(
+        path, ["users.block_size=5", "train.resources.num_gpus=1", "mllm.name=tiny"]
+    )
     assert config.users.block_size == 5
     assert config.users.num_shards == 3
     assert config.train.use_gpu is True
     assert config.train.lora_target_modules == ["q_proj"]
     assert config.mllm.name == "tiny"
+
+
+def test_old_keys_still_work_for_one_release_with_a_deprecation_warning(tmp_path):
+    from msr_ray.config import DeprecatedKey, dump_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text("train: {use_gpu: true, resources: {num_cpus: 4}}\nevaluate: {num_actors: 3}\n")
+    with pytest.warns(DeprecatedKey) as caught:
+        config = load_config(path)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert "'evaluate.num_actors' is deprecated" in messages[0]
+    assert "min_actors: 3, max_actors: 3" in messages[0]
+    assert "'train.use_gpu' is deprecated" in messages[1]
+    assert (config.evaluate.min_actors, config.evaluate.max_actors) == (3, 3)
+    assert config.train.resources.num_gpus == 1 and config.train.resources.num_cpus == 4
+    assert config.train.use_gpu
+    # The run records the new keys only, so it loads again without a warning.
+    dumped = dump_config(config)
+    assert "use_gpu" not in dumped and "num_actors" not in dumped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_config(dumped, "<dumped>") == config
+    off = load_config(None, ["train.use_gpu=false", "train.resources.num_gpus=2"])
+    assert off.train.resources.num_gpus == 0 and not off.train.use_gpu
+
+
+def test_actor_pool_bounds_are_checked():
+    with pytest.raises(ConfigError, match="min_actors must be <= max_actors"):
+        load_config(None, ["evaluate.min_actors=3", "evaluate.max_actors=2"])
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

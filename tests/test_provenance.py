@@ -136,7 +136,7 @@ def test_training_fingerprint_follows_what_training_reads(tmp_path):
     name = provenance.fingerprint("train", config, run)
     drill = with_overrides(config, ["train.fail_once_at_epoch=1", "train.max_failures=3"])
     assert provenance.fingerprint("train", drill, run) == name  # a drill resumes the same run
-    for same in ("mllm.num_threads=4", "evaluate.num_actors=5", "recommender.batch_size=3"):
+    for same in ("mllm.num_threads=4", "evaluate.max_actors=5", "recommender.batch_size=3"):
         assert provenance.fingerprint("train", with_overrides(config, [same]), run) == name
     for changed in ("train.learning_rate=0.1", "train.seed=3", "recommender.prompt_order=paper"):
         assert provenance.fingerprint("train", with_overrides(config, [changed]), run) != name

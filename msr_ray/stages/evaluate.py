@@ -46,7 +46,7 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
     scored = dataset_in_groups(candidates, "group", cfg.groups_per_batch).map_batches(
         CandidateScorer,
         fn_constructor_kwargs={"config": config, "adapter": adapter},
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=cfg.resources.num_cpus,

@@ -143,7 +143,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             "spec": config.mllm,
             "cfg": cfg,
             "domain": config.domain,
-            "max_image_side": config.prepare.max_image_side,
+            "max_image_side": cfg.max_image_side,
         },
         compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
         batch_size=cfg.batch_size,

@@ -113,9 +113,9 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups, pa.string())))
     valid = valid.sort_by("group")
     micro_steps = usable // global_batch
-    resources = {"CPU": config.train.resources.num_cpus}
+    resources = {"CPU": cfg.resources.num_cpus}
     if cfg.use_gpu:
-        resources["GPU"] = max(1.0, config.train.resources.num_gpus)
+        resources["GPU"] = cfg.resources.num_gpus
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={

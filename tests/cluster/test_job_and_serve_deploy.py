@@ -26,7 +26,7 @@ JOB_SETTINGS = [
     "users.num_shards=1",
     "train.num_workers=1",
     "train.resources.num_cpus=0.5",
-    "evaluate.num_actors=1",
+    "evaluate.max_actors=1",
     "evaluate.bootstrap_samples=20",
 ]
 

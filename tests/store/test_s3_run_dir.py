@@ -21,7 +21,7 @@ SETTINGS = [
     "train.num_workers=1",
     "train.micro_batch_size=4",
     "train.resources.num_cpus=0.5",
-    "evaluate.num_actors=1",
+    "evaluate.max_actors=1",
     "evaluate.bootstrap_samples=50",
 ]
 
