@@ -99,8 +99,7 @@ def _measure(base: str, name: str, overrides: list[str]) -> tuple[float, float, 
     run = RunDir(run_dir)
     rates = []
     for rank in range(config.train.num_workers):
-        path = run.path("train_logs", f"epoch-000-rank-{rank}.jsonl")
-        last = run.fs.open_input_stream(path).read().decode().splitlines()[-1]
+        last = run.read_text("train_logs", f"epoch-000-rank-{rank}.jsonl").splitlines()[-1]
         rates.append(json.loads(last)["samples_per_s"])
     samples = run.completion("train")["train_rows"]
     return sum(rates), wall, samples

@@ -20,7 +20,7 @@ from msr_ray.config import load_config
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.prepare import run as prepare
+from msr_ray.stages.prepare import build as prepare
 from msr_ray.stages.users import UserShard
 
 HISTORY = 9

@@ -33,9 +33,9 @@ def run_stage(
     run = RunDir(config.run_dir)
     with run.lock():
         if not force and provenance.state(stage.output, config, run) == "current":
-            log.info("%s: current output in %s, skipped", command, run.path(stage.output))
+            log.info("%s: current output in %s, skipped", command, run.uri_of(stage.output))
             marker = {k: v for k, v in run.completion(stage.output).items() if k != "files"}
-            output = run.path(stage.output, marker["version"])
+            output = run.uri_of(stage.output, marker["version"])
             return {**marker, "stage": command, "skipped": True, "output": output}
         provenance.check_upstream(stage.output, config, run)
         run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
@@ -51,7 +51,7 @@ def run_stage(
         summary = {"stage": command, "skipped": False, **summary}
         summary["seconds"] = round(time.perf_counter() - start, 3)
         if summary.get("complete") is not False and run.is_complete(stage.output):
-            summary["output"] = run.path(stage.output, run.completion(stage.output)["version"])
+            summary["output"] = run.uri_of(stage.output, run.completion(stage.output)["version"])
         run.write_json(summary, "summaries", f"{stage.output}.json")
         log.info("%s: %s", command, json.dumps(summary, default=str))
         return summary
@@ -106,7 +106,7 @@ def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"stage": stage.command, "state": state, "path": None}
         if run.is_complete(stage.output):
             marker = run.completion(stage.output)
-            row["path"] = run.path(stage.output, marker["version"])
+            row["path"] = run.uri_of(stage.output, marker["version"])
             row["completed_at"] = marker.get("completed_at")
             row["counts"] = {k: marker[k] for k in STATUS_COUNTS if k in marker}
             if run.exists("summaries", f"{stage.output}.json"):

@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from msr_ray.config import PipelineConfig, RecommenderConfig, parse_config
 from msr_ray.data.images import ImageError, item_image
@@ -143,11 +142,4 @@ def adapter_dir(run: RunDir) -> str:
     run.require(TRAIN_STAGE)
     if run.local:
         return run.output_path(TRAIN_STAGE, ADAPTER)
-    local = tempfile.mkdtemp(prefix="msr-ray-adapter-")
-    pafs.copy_files(
-        run.output_path(TRAIN_STAGE, ADAPTER),
-        local,
-        source_filesystem=run.fs,
-        destination_filesystem=pafs.LocalFileSystem(),
-    )
-    return local
+    return run.copy_dir(TRAIN_STAGE, ADAPTER, to=tempfile.mkdtemp(prefix="msr-ray-adapter-"))

@@ -31,12 +31,9 @@ def collect_metrics(run: RunDir) -> dict[str, dict]:
     results: dict[str, dict] = {}
     if run.is_complete("eval"):
         results.update(run.read_json("eval", "metrics.json"))
-    if run.exists("baselines"):
-        from pyarrow.fs import FileSelector, FileType
-
-        for info in run.fs.get_file_info(FileSelector(run.path("baselines"))):
-            if info.type == FileType.Directory and run.is_complete(f"baselines/{info.base_name}"):
-                results.update(run.read_json("baselines", info.base_name, "metrics.json"))
+    for name in run.list_dirs("baselines"):
+        if run.is_complete(f"baselines/{name}"):
+            results.update(run.read_json("baselines", name, "metrics.json"))
     return results
 
 
@@ -90,17 +87,10 @@ def _metrics_section(out: StageOutput, results: dict[str, dict]) -> str:
 
 
 def _training_section(out: StageOutput, run: RunDir) -> str:
-    from pyarrow.fs import FileSelector
-
-    files = sorted(
-        i.path
-        for i in run.fs.get_file_info(FileSelector(run.path("train_logs")))
-        if i.base_name.endswith(".jsonl")
-    )
     curves: dict[int, list[float]] = {}
-    for path in files:
-        with run.fs.open_input_stream(path) as f:
-            for line in f.read().decode().splitlines():
+    for name in run.list_files("train_logs"):
+        if name.endswith(".jsonl"):
+            for line in run.read_text("train_logs", name).splitlines():
                 row = json.loads(line)
                 curves.setdefault(row["rank"], []).append(row["loss"])
     fig, ax = plt.subplots(figsize=(7, 3))

@@ -148,6 +148,22 @@ class RunDir:
         """Absolute path (on this run's filesystem) of a file or folder in the run."""
         return "/".join([self.root, *parts])
 
+    def uri_of(self, *parts: str) -> str:
+        """Where a file or folder of the run is, for people and logs: a local absolute
+        path, or ``scheme://bucket/...`` without the run URI's query options (which may
+        hold credentials)."""
+        if self.local:
+            return self.path(*parts)
+        return f"{self.uri.split('://', 1)[0]}://{self.path(*parts)}"
+
+    def ray_storage(self, *parts: str) -> dict[str, Any]:
+        """``storage_path`` and ``storage_filesystem`` for Ray Train's ``RunConfig``: a
+        folder of the run, on the run's filesystem (S3 options included)."""
+        return {
+            "storage_path": self.path(*parts),
+            "storage_filesystem": None if self.local else self.fs,
+        }
+
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
@@ -302,6 +318,27 @@ class RunDir:
             for info in self.fs.get_file_info(selector)
             if info.type == pafs.FileType.File and not info.base_name.startswith(TEMP_PREFIX)
         )
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        """Names of the folders directly in a folder of the run, sorted ([] when absent)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(
+            info.base_name
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith(TEMP_PREFIX)
+        )
+
+    def copy_dir(self, *parts: str, to: str) -> str:
+        """Copy a folder of the run (a committed stage output's files resolved to its
+        version) into the local folder ``to``; returns ``to``."""
+        os.makedirs(to, exist_ok=True)
+        pafs.copy_files(
+            self.output_path(*parts),
+            to,
+            source_filesystem=self.fs,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
+        return to
 
     def write_json(self, obj: Any, *parts: str) -> str:
         """Write JSON atomically."""

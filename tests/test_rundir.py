@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -97,6 +98,26 @@ def test_json_and_uri(tmp_path):
     run.write_json({"a": 1}, "summaries", "x.json")
     assert run.read_json("summaries", "x.json") == {"a": 1}
     assert (tmp_path / "run" / "summaries" / "x.json").exists()
+    assert run.uri_of("summaries", "x.json") == f"{tmp_path}/run/summaries/x.json"
+    assert run.ray_storage("_parts") == {
+        "storage_path": f"{tmp_path}/run/_parts",
+        "storage_filesystem": None,
+    }
+
+
+def test_folders_are_listed_and_copied_out_resolved_to_their_version(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    with run.stage_output("train") as out:
+        out.write_bytes(b"weights", "adapter/model.bin")
+        out.write_bytes(b"{}", "adapter/config.json")
+    run.write_text("x", "baselines", "sasrec", "metrics.json")
+    run.write_text("y", "baselines", "notes.txt")
+    assert run.list_dirs("baselines") == ["sasrec"]
+    assert run.list_files("baselines") == ["notes.txt"]
+    assert run.list_dirs("missing") == [] == run.list_files("missing")
+    copied = run.copy_dir("train", "adapter", to=str(tmp_path / "local"))
+    assert sorted(os.listdir(copied)) == ["config.json", "model.bin"]
+    assert (tmp_path / "local" / "model.bin").read_bytes() == b"weights"
 
 
 def test_nested_stage_outputs_are_independent(tmp_path):

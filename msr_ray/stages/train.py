@@ -136,8 +136,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             # afresh, an unchanged rerun (a drill, a resumed job) restores its checkpoints,
             # and --force drops them with the stage's other parts.
             name=run.parts_key(STAGE),
-            storage_path=run.path("_parts", STAGE),
-            storage_filesystem=None if run.local else run.fs,
+            **run.ray_storage("_parts", STAGE),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),

@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from msr_ray.pipeline import run_pipeline
+from msr_ray.recommender import adapter_dir
 from msr_ray.rundir import RunDir, RunDirLocked
 from tests.stages.conftest import TINY_SETTINGS, tiny_config
 
@@ -84,6 +85,13 @@ def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray
     test_groups = run.completion("samples")["groups_by_split"]["test"]
     assert run.read_json("eval", "metrics.json")["mllm-msr"]["test"]["groups"] == test_groups > 0
     assert run_pipeline(config)[-1]["skipped"] is True  # current: nothing recomputed
+    # Outputs are named by URI, without the credentials and options the run URI holds.
+    assert summaries[-1]["output"].startswith("s3://runs/clean/eval/v")
+    assert all("test:test" not in s["output"] and "?" not in s["output"] for s in summaries)
+    adapter = Path(adapter_dir(run))  # the trained adapter copied down for serving
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in adapter.iterdir()
+    }
 
     # The same pipeline in another process, killed while it summarizes users.
     killed_uri = _uri(s3_endpoint, "killed")
