@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from msr_ray.data.histories import latest_summaries, train_histories  # noqa: E402
 from msr_ray.data.images import ImageError, encode_png, item_image  # noqa: E402
 from msr_ray.rundir import RunDir, StageOutput  # noqa: E402
 
@@ -146,22 +147,17 @@ class _Thumbnails:
 
 def _user_cards(out: StageOutput, run: RunDir, model: str, limit: int) -> str:
     items = {r["item_id"]: r for r in run.read_table("dataset", "items.parquet").to_pylist()}
-    sequences = run.read_table("dataset", "sequences.parquet")
+    histories = train_histories(run.read_table("dataset", "sequences.parquet"))
     scores = run.read_table("scores", model)
     scores = scores.filter(pc.equal(scores["split"], "test"))
     summaries: dict[str, str] = {}
     if run.is_complete("user_summaries"):
-        table = run.read_table("user_summaries").sort_by("step")
-        summaries = dict(
-            zip(table["user_id"].to_pylist(), table["summary"].to_pylist(), strict=True)
-        )
+        latest = latest_summaries(run.read_table("user_summaries"))
+        summaries = {user: summary for user, (_, summary) in latest.items()}
     thumbs = _Thumbnails(out, items)
     cards = []
     for user in sorted(set(scores["user_id"].to_pylist()))[:limit]:
-        mine = sequences.filter(
-            pc.and_(pc.equal(sequences["user_id"], user), pc.equal(sequences["split"], "train"))
-        )
-        history = mine.sort_by("position")["item_id"].to_pylist()[-6:]
+        history = histories.get(user, [])[-6:]
         ranked = (
             scores.filter(pc.equal(scores["user_id"], user))
             .sort_by([("score", "descending")])

@@ -310,23 +310,21 @@ class RunDir:
         self.fs.move(tmp, target)
         return target
 
-    def list_files(self, *parts: str) -> list[str]:
-        """Names of the files directly in a folder of the run, sorted ([] when absent)."""
+    def _entries(self, parts: tuple[str, ...], kind: pafs.FileType) -> list[str]:
         selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         return sorted(
             info.base_name
             for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File and not info.base_name.startswith(TEMP_PREFIX)
+            if info.type == kind and not info.base_name.startswith(TEMP_PREFIX)
         )
+
+    def list_files(self, *parts: str) -> list[str]:
+        """Names of the files directly in a folder of the run, sorted ([] when absent)."""
+        return self._entries(parts, pafs.FileType.File)
 
     def list_dirs(self, *parts: str) -> list[str]:
         """Names of the folders directly in a folder of the run, sorted ([] when absent)."""
-        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
-        return sorted(
-            info.base_name
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.Directory and not info.base_name.startswith(TEMP_PREFIX)
-        )
+        return self._entries(parts, pafs.FileType.Directory)
 
     def copy_dir(self, *parts: str, to: str) -> str:
         """Copy a folder of the run (a committed stage output's files resolved to its

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from msr_ray.data.schemas import ITEMS, SEQUENCES, validate_table
+from msr_ray.data.schemas import ITEMS, SCORES, SEQUENCES, validate_table
 from msr_ray.rundir import RunDir
-
-SCORES = pa.schema(
-    [
-        ("split", pa.string()),
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("label", pa.int8()),
-        ("group", pa.string()),
-        ("score", pa.float64()),
-        ("model", pa.string()),
-    ]
-)
 
 
 def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:

@@ -1,4 +1,5 @@
 import re
+import subprocess
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "msr_ray"
@@ -32,3 +33,27 @@ def test_models_and_data_are_free_of_ray():
         if re.search(r"^\s*(import ray|from ray)\b", p.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def test_the_readme_table_of_where_things_live_matches_the_tree():
+    root = PACKAGE.parent
+    readme = (root / "README.md").read_text()
+    table = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    named = {
+        path.rstrip("/")
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for path in re.findall(r"`([^`]+)`", row.split("|")[1])
+    }
+    missing = sorted(p for p in named if not (root / p).exists())
+    modules = {
+        f"msr_ray/{p.name}"
+        for p in PACKAGE.iterdir()
+        if not p.name.startswith(("_", ".")) and (p.suffix == ".py" or p.is_dir())
+    }
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    tracked = {f.split("/")[0] for f in files if not f.startswith(".")} - {"README.md", "msr_ray"}
+    unlisted = sorted((modules | tracked) - named)
+    assert missing == [] and unlisted == []

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from msr_ray.data.histories import user_sequences
+
 PAD = 0
 
 
@@ -27,15 +29,10 @@ class SequenceData:
 def sequence_data(items: pa.Table, sequences: pa.Table) -> SequenceData:
     """Vocabulary from the items table; sequences in time order per user."""
     vocab = {item: n + 1 for n, item in enumerate(sorted(items["item_id"].to_pylist()))}
-    ordered = sequences.sort_by([("user_id", "ascending"), ("position", "ascending")])
-    full: dict[str, list[tuple[int, str]]] = {}
-    for user, item, split in zip(
-        ordered["user_id"].to_pylist(),
-        ordered["item_id"].to_pylist(),
-        ordered["split"].to_pylist(),
-        strict=True,
-    ):
-        full.setdefault(user, []).append((vocab[item], split))
+    full = {
+        user: [(vocab[item], split) for item, split in events]
+        for user, events in user_sequences(sequences).items()
+    }
     train = {u: [i for i, s in events if s == "train"] for u, events in full.items()}
     return SequenceData(vocab, train, full)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import zlib
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def shard_of(user_id: str, num_shards: int) -> int:
@@ -42,14 +41,42 @@ def next_boundary(length: int, block_size: int, done: set[int] | dict[int, str])
     return None
 
 
+def user_sequences(sequences: pa.Table) -> dict[str, list[tuple[str, str]]]:
+    """Each user's ``(item_id, split)`` pairs in time (position) order, users sorted."""
+    ordered = sequences.sort_by([("user_id", "ascending"), ("position", "ascending")])
+    result: dict[str, list[tuple[str, str]]] = {}
+    for user, item, split in zip(
+        ordered["user_id"].to_pylist(),
+        ordered["item_id"].to_pylist(),
+        ordered["split"].to_pylist(),
+        strict=True,
+    ):
+        result.setdefault(user, []).append((item, split))
+    return result
+
+
 def train_histories(sequences: pa.Table) -> dict[str, list[str]]:
-    """Each user's chronological history before the held-out items (the train split)."""
-    train = sequences.filter(pc.equal(sequences["split"], "train")).sort_by(
-        [("user_id", "ascending"), ("position", "ascending")]
-    )
-    histories: dict[str, list[str]] = {}
-    for user, item in zip(train["user_id"].to_pylist(), train["item_id"].to_pylist(), strict=True):
-        histories.setdefault(user, []).append(item)
-    for user in pc.unique(sequences["user_id"]).to_pylist():
-        histories.setdefault(user, [])
-    return histories
+    """Each user's chronological history before the held-out items (the train split);
+    a user with no train item gets an empty one."""
+    return {
+        user: [item for item, split in events if split == "train"]
+        for user, events in user_sequences(sequences).items()
+    }
+
+
+def summaries_by_user(summaries: pa.Table) -> dict[str, dict[int, str]]:
+    """Each user's preference summaries by step (items covered)."""
+    result: dict[str, dict[int, str]] = {}
+    for user, step, summary in zip(
+        summaries["user_id"].to_pylist(),
+        summaries["step"].to_pylist(),
+        summaries["summary"].to_pylist(),
+        strict=True,
+    ):
+        result.setdefault(user, {})[step] = summary
+    return result
+
+
+def latest_summaries(summaries: pa.Table) -> dict[str, tuple[int, str]]:
+    """Each user's latest preference summary as ``(step, summary)``: the largest step."""
+    return {user: max(steps.items()) for user, steps in summaries_by_user(summaries).items()}

@@ -74,6 +74,19 @@ USER_SUMMARIES = pa.schema(
     ]
 )
 
+# Scores of one model: a candidate row, its score and the model's name.
+SCORES = pa.schema(
+    [
+        ("split", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("label", pa.int8()),
+        ("group", pa.string()),
+        ("score", pa.float64()),
+        ("model", pa.string()),
+    ]
+)
+
 QUARANTINE = pa.schema(
     [
         pa.field("table", pa.string()),

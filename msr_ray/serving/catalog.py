@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from msr_ray.data.histories import train_histories
+from msr_ray.data.histories import latest_summaries, train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
 from msr_ray.rundir import RunDir
@@ -39,16 +39,10 @@ class ServingCatalog:
         if descriptions is not None:
             for item, row in self.items.items():
                 row["description"] = descriptions.get(item)
-        self.preferences: dict[str, Preference] = {}
-        for user, step, summary in zip(
-            summaries["user_id"].to_pylist(),
-            summaries["step"].to_pylist(),
-            summaries["summary"].to_pylist(),
-            strict=True,
-        ):
-            known = self.preferences.get(user)
-            if known is None or step > known.covers_items:
-                self.preferences[user] = Preference(summary, step)
+        self.preferences = {
+            user: Preference(summary, step)
+            for user, (step, summary) in latest_summaries(summaries).items()
+        }
 
     @classmethod
     def from_run(cls, run: RunDir, with_descriptions: bool = False) -> ServingCatalog:

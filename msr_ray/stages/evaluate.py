@@ -15,11 +15,12 @@ import pyarrow as pa
 
 from msr_ray.blocks import dataset_in_groups
 from msr_ray.config import PipelineConfig
+from msr_ray.data.schemas import SCORES
 from msr_ray.metrics import evaluate_scores
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.rundir import RunDir
-from msr_ray.tables import SCORES, scores_table
+from msr_ray.tables import scores_table
 
 STAGE = "eval"
 SCORES_DIR = "scores"

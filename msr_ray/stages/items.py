@@ -27,7 +27,6 @@ from msr_ray.models.generation import ChatRequest
 from msr_ray.rundir import RunDir
 
 STAGE = "item_summaries"
-SCHEMA = ITEM_SUMMARIES
 
 
 @dataclass
@@ -115,12 +114,12 @@ class ItemSummarizer:
                     "generated_tokens": answer.generated_tokens if answer else 0,
                 }
             )
-        return pa.Table.from_pylist(out, schema=SCHEMA)
+        return pa.Table.from_pylist(out, schema=ITEM_SUMMARIES)
 
 
 def _unique(parts: pa.Table | None) -> pa.Table:
     """One row per item (the first written: a retried batch may have written it twice)."""
-    return SCHEMA.empty_table() if parts is None else dedupe(parts, ("item_id",))
+    return ITEM_SUMMARIES.empty_table() if parts is None else dedupe(parts, ("item_id",))
 
 
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:

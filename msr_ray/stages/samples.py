@@ -17,13 +17,13 @@ from typing import Any
 import pyarrow as pa
 
 from msr_ray.config import PipelineConfig
+from msr_ray.data.histories import summaries_by_user, user_sequences
 from msr_ray.data.negatives import NegativeSampler
 from msr_ray.data.schemas import SAMPLES, DataError
 from msr_ray.rundir import RunDir
 from msr_ray.tables import read_dataset
 
 STAGE = "samples"
-SCHEMA = SAMPLES
 
 
 def _group_rows(split, user, step, summary, positive, negatives, at=None) -> list[dict[str, Any]]:
@@ -64,28 +64,11 @@ def build_samples(
     Without summaries (baselines only), every user gets valid/test lists and no pairs.
     """
     sampler = NegativeSampler(item_ids, seed)
-    by_user: dict[str, dict[int, str]] = {}
     baselines_only = summaries is None
-    if not baselines_only:
-        for user, step, summary in zip(
-            summaries["user_id"].to_pylist(),
-            summaries["step"].to_pylist(),
-            summaries["summary"].to_pylist(),
-            strict=True,
-        ):
-            by_user.setdefault(user, {})[step] = summary
-    sequence: dict[str, list[tuple[str, str]]] = {}
-    ordered = sequences.sort_by([("user_id", "ascending"), ("position", "ascending")])
-    for user, item, split in zip(
-        ordered["user_id"].to_pylist(),
-        ordered["item_id"].to_pylist(),
-        ordered["split"].to_pylist(),
-        strict=True,
-    ):
-        sequence.setdefault(user, []).append((item, split))
+    by_user = {} if baselines_only else summaries_by_user(summaries)
     rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
-    for user, events in sequence.items():
+    for user, events in user_sequences(sequences).items():
         train = [item for item, split in events if split == "train"]
         steps = {len(train): ""} if baselines_only else by_user.get(user)
         if not steps:
@@ -106,7 +89,7 @@ def build_samples(
             skipped["too_few_unseen_items"] += 1
             continue
         rows += user_rows
-    return pa.Table.from_pylist(rows, schema=SCHEMA), skipped
+    return pa.Table.from_pylist(rows, schema=SAMPLES), skipped
 
 
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:

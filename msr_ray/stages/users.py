@@ -39,7 +39,6 @@ from msr_ray.preferences import (
 from msr_ray.rundir import RunDir
 
 STAGE = "user_summaries"
-SCHEMA = USER_SUMMARIES
 
 
 class UserShard:
@@ -94,7 +93,9 @@ class UserShard:
         stats: dict[str, int] = {"summaries": 0}
         if work:
             rows = self.summarizer.summarize([(u, self.users[u], s) for u, s in work])
-            self.run.append_part(pa.Table.from_pylist(rows, schema=SCHEMA), STAGE, self.parts_key)
+            self.run.append_part(
+                pa.Table.from_pylist(rows, schema=USER_SUMMARIES), STAGE, self.parts_key
+            )
             apply(self.users, rows)
             stats = {
                 "summaries": len(rows),
@@ -175,7 +176,7 @@ def persisted(run: RunDir, key: str) -> pa.Table:
     """Every persisted summary of the build ``key``, one row per (user, step)."""
     parts = run.read_parts(STAGE, key)
     if parts is None:
-        return SCHEMA.empty_table()
+        return USER_SUMMARIES.empty_table()
     return dedupe(parts, ("user_id", "step"))
 
 
