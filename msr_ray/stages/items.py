@@ -24,6 +24,7 @@ from msr_ray.data.preprocess import dedupe
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest
+from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import RunDir
 
 STAGE = "item_summaries"
@@ -153,7 +154,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     start = time.perf_counter()
     written = generated_tokens = 0
     errors: Counter[str] = Counter()
-    with tqdm(total=todo.num_rows, desc="summarize-items", unit="item") as bar:
+    with tqdm(total=todo.num_rows, desc=COMMAND_OF_OUTPUT[STAGE], unit="item") as bar:
         for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
             run.append_part(batch, STAGE, key)
             written += batch.num_rows

@@ -36,6 +36,7 @@ from msr_ray.preferences import (
     check_history,
     history_catalog,
 )
+from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import RunDir
 
 STAGE = "user_summaries"
@@ -195,7 +196,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     start = time.perf_counter()
     summarizer = UserSummarizer(config, key)
     with tqdm(
-        total=len(plan.expected), initial=done_before, desc="summarize-users", unit="block"
+        total=len(plan.expected), initial=done_before, desc=COMMAND_OF_OUTPUT[STAGE], unit="block"
     ) as bar:
         pending = True
         while pending:
