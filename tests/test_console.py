@@ -18,7 +18,8 @@ SETTINGS = [
 
 
 def test_a_pipeline_prints_one_line_per_stage_and_the_table(tmp_path):
-    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", str(tmp_path / "run")]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", str(run_dir)]
     for setting in SETTINGS:
         command += ["--set", setting]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -34,3 +35,14 @@ def test_a_pipeline_prints_one_line_per_stage_and_the_table(tmp_path):
     assert "mllm-msr" in tail[-2]
     for noise in ("INFO", "Failed to query Ray Train Controller", "FutureWarning", "{"):
         assert noise not in done.stdout + done.stderr, noise
+    # What the console leaves out is filed in the run: the driver's records at INFO and up
+    # (each stage's full summary) and the local workers' output files.
+    assert tail[-1] == f"Run directory: {run_dir} (logs in {run_dir / 'logs'})"
+    (driver_log,) = (run_dir / "logs").glob("pipeline-*Z.log")
+    records = driver_log.read_text()
+    for stage in STAGES:
+        assert f" INFO msr_ray.pipeline: {stage.command}: {{" in records, stage.command
+    (session,) = (run_dir / "logs" / "workers").iterdir()
+    worker_files = sorted(p.name for p in session.iterdir())
+    assert worker_files and all(n.startswith("worker-") for n in worker_files)
+    assert any(n.endswith(".err") for n in worker_files)

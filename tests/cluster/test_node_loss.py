@@ -7,7 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def drills(tmp_path_factory) -> dict:
+    """The three drills in one process, on one cluster (a fresh node replaces each lost)."""
+    return drill("users,items,train", tmp_path_factory.mktemp("drills"))
 
 
 def drill(names: str, tmp_path: Path) -> dict:
@@ -26,16 +34,14 @@ def drill(names: str, tmp_path: Path) -> dict:
     return results
 
 
-def test_users_and_items_stages_survive_losing_a_node(tmp_path):
-    """One cluster: the users drill, a fresh node for the lost one, the items drill."""
-    results = drill("users,items", tmp_path)
-    users, items = results["users"], results["items"]
+def test_users_and_items_stages_survive_losing_a_node(drills):
+    users, items = drills["users"], drills["items"]
     assert users["equal"] and users["summaries"] > 0
     assert items["equal"] and items["items"] == 40
 
 
-def test_training_resumes_from_the_checkpoint_after_losing_a_worker_node(tmp_path):
-    result = drill("train", tmp_path)["train"]
+def test_training_resumes_from_the_checkpoint_after_losing_a_worker_node(drills):
+    result = drills["train"]
     # The node goes a few seconds after epoch 0's checkpoint, so at least the last epochs
     # ran in workers restored from a checkpoint (epochs are seconds long here).
     assert result["final_epoch"] == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from msr_ray.pipeline import run_pipeline
+from msr_ray.pipeline import run_pipeline, run_stage
 from msr_ray.recommender import adapter_dir
 from msr_ray.rundir import RunDir, RunDirLocked
 from tests.stages.conftest import TINY_SETTINGS, tiny_config
@@ -73,54 +73,51 @@ def _uri(endpoint: str, name: str) -> str:
 
 
 def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray_session):
-    uri = _uri(s3_endpoint, "clean")
+    """A pipeline on S3, killed while it summarizes users, resumes to the end; its user
+    summaries equal those of an uninterrupted (local) run of the same stages."""
+    uri = _uri(s3_endpoint, "killed")
     config = tiny_config(uri, *SETTINGS)
-    summaries = run_pipeline(config)
-    assert [s["stage"] for s in summaries][-1] == "evaluate"
-    run = RunDir(uri)
-    assert run.is_complete("eval") and run.exists("train", run.completion("train")["version"])
-    clean_users = run.read_table("user_summaries").sort_by(
-        [("user_id", "ascending"), ("step", "ascending")]
-    )
-    test_groups = run.completion("samples")["groups_by_split"]["test"]
-    assert run.read_json("eval", "metrics.json")["mllm-msr"]["test"]["groups"] == test_groups > 0
-    assert run_pipeline(config)[-1]["skipped"] is True  # current: nothing recomputed
-    # Outputs are named by URI, without the credentials and options the run URI holds.
-    assert summaries[-1]["output"].startswith("s3://runs/clean/eval/v")
-    assert all("test:test" not in s["output"] and "?" not in s["output"] for s in summaries)
-    adapter = Path(adapter_dir(run))  # the trained adapter copied down for serving
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
-        p.name for p in adapter.iterdir()
-    }
-
-    # The same pipeline in another process, killed while it summarizes users.
-    killed_uri = _uri(s3_endpoint, "killed")
-    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", killed_uri]
+    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", uri]
     for setting in [*TINY_SETTINGS, *SETTINGS]:
         command += ["--set", setting]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = RunDir(killed_uri)
+    run = RunDir(uri)
     try:
         deadline = time.monotonic() + 240
-        while not killed.exists("_parts", "user_summaries"):
+        while not run.exists("_parts", "user_summaries"):
             assert proc.poll() is None, "the pipeline ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not killed.is_complete("user_summaries")
+    assert not run.is_complete("user_summaries")
     # The killed command's lock object is still there: a clear error, then delete it.
     with pytest.raises(RunDirLocked, match="delete"):
-        run_pipeline(config.model_copy(update={"run_dir": killed_uri}))
-    killed.fs.delete_file(killed.path("_LOCK"))
-    resumed = run_pipeline(config.model_copy(update={"run_dir": killed_uri}))
-    users = next(s for s in resumed if s["stage"] == "summarize-users")
+        run_pipeline(config)
+    run.fs.delete_file(run.path("_LOCK"))
+
+    summaries = run_pipeline(config)
+    assert [s["stage"] for s in summaries][-1] == "evaluate"
+    users = next(s for s in summaries if s["stage"] == "summarize-users")
     assert users["skipped_already_done"] > 0
-    assert killed.is_complete("eval")
-    table = killed.read_table("user_summaries").sort_by(
-        [("user_id", "ascending"), ("step", "ascending")]
-    )
-    assert table.select(["user_id", "step", "summary"]).equals(
-        clean_users.select(["user_id", "step", "summary"])
-    )
+    assert run.is_complete("eval") and run.exists("train", run.completion("train")["version"])
+    test_groups = run.completion("samples")["groups_by_split"]["test"]
+    assert run.read_json("eval", "metrics.json")["mllm-msr"]["test"]["groups"] == test_groups > 0
+    assert run_pipeline(config)[-1]["skipped"] is True  # current: nothing recomputed
+    # Outputs are named by URI, without the credentials and options the run URI holds.
+    assert summaries[-1]["output"].startswith("s3://runs/killed/eval/v")
+    assert all("test:test" not in s["output"] and "?" not in s["output"] for s in summaries)
+    adapter = Path(adapter_dir(run))  # the trained adapter copied down for serving
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in adapter.iterdir()
+    }
+
+    clean = config.model_copy(update={"run_dir": str(tmp_path / "clean")})
+    for stage in ("prepare", "summarize-items", "summarize-users"):
+        run_stage(stage, clean)
+    columns = ["user_id", "step", "summary"]
+    order = [("user_id", "ascending"), ("step", "ascending")]
+    resumed = run.read_table("user_summaries").select(columns).sort_by(order)
+    uninterrupted = RunDir(clean.run_dir).read_table("user_summaries").select(columns)
+    assert resumed.num_rows > 0 and resumed.equals(uninterrupted.sort_by(order))
