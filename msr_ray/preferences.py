@@ -49,7 +49,7 @@ def check_history(user_id: str, history: list[str], catalog: dict[str, Any]) -> 
 
 def history_catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
     """item_id -> (title, item summary); the item's own text stands in for an empty summary."""
-    items = run.read_table("dataset", "items.parquet").select(["item_id", "title", "text"])
+    items = run.read_table("dataset", "items.parquet", columns=["item_id", "title", "text"])
     run.require("item_summaries")
     summaries = run.read_table("item_summaries").select(["item_id", "summary"])
     described = dict(

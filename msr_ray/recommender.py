@@ -111,7 +111,7 @@ def candidate_rows(run: RunDir, config: PipelineConfig, splits: tuple[str, ...])
     """Samples of the given splits joined with their items (and item summaries when shown)."""
     samples = run.read_table("samples")
     samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
-    items = run.read_table("dataset", "items.parquet").select(ITEM_COLUMNS)
+    items = run.read_table("dataset", "items.parquet", columns=ITEM_COLUMNS)
     if config.recommender.candidate_description:
         text = item_descriptions(run)
         descriptions = [text.get(item) for item in items["item_id"].to_pylist()]

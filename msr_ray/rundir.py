@@ -354,15 +354,16 @@ class RunDir:
         with self.fs.open_input_stream(self.output_path(*parts)) as f:
             return f.read().decode()
 
-    def read_table(self, *parts: str) -> pa.Table:
-        """Read one Parquet file, or every Parquet file of a folder (hidden files ignored).
+    def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
+        """Read one Parquet file, or every Parquet file of a folder (hidden files ignored);
+        only ``columns`` when given.
 
         Inside a committed stage output, only the files its marker lists are read.
         """
         resolved, marker = self._resolve(parts)
         folder = self.path(*resolved)
         if self.fs.get_file_info(folder).type == pafs.FileType.File:
-            return pq.read_table(folder, filesystem=self.fs)
+            return pq.read_table(folder, columns=columns, filesystem=self.fs)
         files = sorted(
             info.path
             for info in self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
@@ -377,7 +378,8 @@ class RunDir:
         if not files:
             raise FileNotFoundError(f"no Parquet files in {folder}")
         return pa.concat_tables(
-            [pq.read_table(f, filesystem=self.fs) for f in files], promote_options="default"
+            [pq.read_table(f, columns=columns, filesystem=self.fs) for f in files],
+            promote_options="default",
         )
 
     # -- one writer at a time --------------------------------------------------------------

@@ -177,3 +177,16 @@ def test_lock_removes_leftover_temporary_files(tmp_path):
     leftover.write_text(json.dumps({}))
     with run.lock():
         assert not leftover.exists()
+
+
+def test_read_table_reads_only_the_columns_asked(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    table = pa.table({"item_id": ["a", "b"], "image_bytes": [b"x" * 10, b"y"]})
+    with run.stage_output("dataset") as out:
+        out.write_table(table, "items.parquet")
+        out.write_table(table.slice(1), "part-a.parquet")
+        out.write_table(table.slice(0, 1), "part-b.parquet")
+    assert run.read_table("dataset", "items.parquet", columns=["item_id"]).to_pydict() == {
+        "item_id": ["a", "b"]
+    }
+    assert run.read_table("dataset").num_columns == 2

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msr_ray.config import PipelineConfig
-from msr_ray.data.histories import train_histories
+from msr_ray.data.histories import summaries_by_user, train_histories
 from msr_ray.preferences import PreferenceSummarizer, UserState, apply, history_catalog
 from msr_ray.rundir import RunDir
 from msr_ray.serving.requests import RequestError
@@ -58,12 +58,10 @@ class ProfileStore:
         run.require("user_summaries")
         self.run, self.config = run, config
         self.base = run.completion("user_summaries")["version"]
-        self.item_ids = set(run.read_table("dataset", "items.parquet")["item_id"].to_pylist())
+        items = run.read_table("dataset", "items.parquet", columns=["item_id"])
+        self.item_ids = set(items["item_id"].to_pylist())
         self.histories = train_histories(run.read_table("dataset", "sequences.parquet"))
-        self.batch_summaries: dict[str, dict[int, str]] = {}
-        table = run.read_table("user_summaries").select(["user_id", "step", "summary"])
-        for row in table.to_pylist():
-            self.batch_summaries.setdefault(row["user_id"], {})[row["step"]] = row["summary"]
+        self.batch_summaries = summaries_by_user(run.read_table("user_summaries"))
         self.profiles: dict[str, Profile] = {}
         self._summarizer: PreferenceSummarizer | None = None
 

@@ -135,7 +135,9 @@ def users_drill(tmp: Path) -> dict:
     def write(run: RunDir) -> None:
         write_dataset(run, HISTORIES, ITEMS)
 
-    settings = ["users.num_shards=3", "users.max_batch_size=2"]
+    # Shards take a CPU share, so none can land on the head (it has no CPUs): each runs
+    # on a worker node, and the drill always finds one to remove.
+    settings = ["users.num_shards=3", "users.max_batch_size=2", "users.resources.num_cpus=0.5"]
     summary, result = against_an_uninterrupted_run(
         tmp, "summarize-users", "user_summaries", settings, "UserShard", write
     )
