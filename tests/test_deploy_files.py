@@ -58,7 +58,14 @@ def test_rayjob_runs_the_jobs_entrypoint_on_the_dockerfile_image():
         for g in workers
         for c in g["template"]["spec"]["containers"]
     )
-    assert gpus >= config.train.num_workers  # one GPU per training worker
+    assert config.train.use_gpu  # trains on GPUs (train.resources.num_gpus > 0)
+    assert gpus >= config.train.num_workers * config.train.resources.num_gpus
+    node_cpus = [
+        float(c["resources"]["limits"]["cpu"])
+        for g in workers
+        for c in g["template"]["spec"]["containers"]
+    ]
+    assert max(node_cpus) >= config.train.resources.num_cpus  # a worker fits on a node
     mounts = {m["mountPath"] for c in containers for m in c.get("volumeMounts", [])}
     assert {"/models", "/data"} <= mounts
     assert config.mllm.name.startswith("/models/") and config.prepare.path.startswith("/data/")
