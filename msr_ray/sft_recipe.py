@@ -63,6 +63,19 @@ def lora_target(cfg: TrainConfig) -> str | list[str]:
     return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
 
 
+def skip_inference_comm_kernel() -> None:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce kernel on CPU.
+
+    ``deepspeed.initialize`` on the CPU accelerator builds ``deepspeed_shm_comm`` (C++,
+    40-95 s on 2 cores, again whenever the extension cache misses, e.g. a fresh machine or
+    another virtualenv path). Only DeepSpeed's tensor-parallel inference all-reduce uses
+    it; training all-reduces through torch.distributed (gloo here), so nothing changes.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def linear_schedule(optimizer, cfg: TrainConfig, total_steps: int):
     """Linear warmup over ``warmup_ratio`` of the steps, then linear decay to zero."""
     import torch
@@ -194,6 +207,7 @@ class SftRecipe:
             trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.scheduler = linear_schedule(optimizer, cfg, self.optimizer_steps * cfg.epochs)
+        skip_inference_comm_kernel()
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.model,
             optimizer=optimizer,

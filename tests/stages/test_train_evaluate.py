@@ -182,3 +182,13 @@ def test_training_order_keeps_rows_sharing_a_prefix_together():
     assert len(runs) == len(set(keys)) == 10  # each unit is one contiguous run
     assert order.tolist() == prefix_unit_order(table, seed=1).tolist()
     assert order.tolist() != prefix_unit_order(table, seed=2).tolist()
+
+
+def test_deepspeed_is_kept_from_compiling_its_inference_comm_kernel():
+
+    from deepspeed.comm.torch import build_shm_op
+
+    from msr_ray.sft_recipe import skip_inference_comm_kernel
+
+    skip_inference_comm_kernel()
+    assert build_shm_op() is None  # nothing compiled, nothing loaded
