@@ -145,6 +145,23 @@ def test_training_fingerprint_follows_what_training_reads(tmp_path):
     assert provenance.fingerprint("train", config, run) != name  # new samples
 
 
+def test_each_image_side_rebuilds_only_the_outputs_that_read_it(tmp_path):
+    config = PipelineConfig(run_dir=str(tmp_path / "run"))
+    run = RunDir(config.run_dir)
+    outputs = ("dataset", "item_summaries", "user_summaries", "train", "eval")
+    before = {o: provenance.fingerprint(o, config, run) for o in outputs}
+    expected = {
+        "prepare.max_image_side=224": {"dataset"},
+        "items.max_image_side=224": {"item_summaries"},
+        "recommender.max_image_side=224": {"train", "eval"},
+        "train.resources.num_gpus=1": set(),  # where it runs, not what it computes
+    }
+    for setting, changed in expected.items():
+        after = with_overrides(config, [setting])
+        moved = {o for o in outputs if provenance.fingerprint(o, after, run) != before[o]}
+        assert moved == changed, setting
+
+
 def test_status_shows_current_stale_and_missing_stages(tmp_path):
     from click.testing import CliRunner
 
