@@ -10,6 +10,8 @@ import json
 import time
 from typing import Any
 
+import torch
+
 from msr_ray import provenance
 from msr_ray.baselines.data import eval_groups, sequence_data, train_counts
 from msr_ray.baselines.models import GRU4Rec, SASRec
@@ -36,6 +38,9 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         counts = train_counts(data)
         scores = [float(counts.get(data.vocab[r["item_id"]], 0)) for r in candidates]
     else:
+        # The initial weights come from the seed, not from whatever drew from torch's
+        # global generator earlier in this process (a baseline trained before this one).
+        torch.manual_seed(cfg.seed)
         net = (
             SASRec(
                 len(data.vocab),

@@ -71,3 +71,20 @@ def test_sequence_models_beat_popularity_on_candidates_of_the_samples(tmp_path):
         scores = run.read_table("scores", name).to_pylist()
         assert sorted((r["group"], r["item_id"]) for r in scores) == expected
         assert run.read_json("baselines", name, "metrics.json")[name]["test"]["groups"] == 90
+
+
+def test_a_baseline_is_the_same_whatever_ran_before_it_in_the_process(tmp_path):
+    """The demo trains SASRec after other work in one process: its scores must not
+    depend on what drew from torch's global generator before."""
+    import torch
+
+    run = _cyclic_run(tmp_path)
+    config = load_config(
+        None, [f"run_dir={tmp_path}", "baselines.epochs=2", "evaluate.bootstrap_samples=10"]
+    )
+    scores = []
+    for draws in (0, 1000):
+        torch.rand(draws)  # other work in the process
+        run_baseline(config, run, "sasrec")
+        scores.append(run.read_table("scores", "sasrec")["score"].to_pylist())
+    assert scores[0] == scores[1]
