@@ -52,6 +52,7 @@ def test_rayjob_runs_the_jobs_entrypoint_on_the_dockerfile_image():
     containers = _containers(manifest)
     assert {c["image"] for c in containers} == {"msr-ray:0.1.0"}
     assert manifest["spec"]["rayClusterSpec"]["rayVersion"] == _constraint("ray")
+    assert manifest["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     gpus = sum(
         g["replicas"] * int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
@@ -82,6 +83,7 @@ def test_rayservice_embeds_the_cluster_serve_config():
     ServeConfig.model_validate(app.args)
     assert {c["image"] for c in _containers(manifest)} == {"msr-ray:0.1.0"}
     assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == _constraint("ray")
+    assert manifest["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
     gpu_per_pod = {
         int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for c in _containers(manifest)
     }
@@ -92,7 +94,10 @@ def test_rayservice_embeds_the_cluster_serve_config():
 def test_cluster_yaml_is_an_example_that_names_existing_files():
     cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     assert cluster["head_node_type"] in cluster["available_node_types"]
-    for source in cluster["file_mounts"].values():
+    mounts = cluster["file_mounts"]
+    # Every node gets the submitting machine's Ray token (`ray get-auth-token --generate`).
+    assert mounts.pop("~/.ray/auth_token") == "~/.ray/auth_token"
+    for source in mounts.values():
         assert (ROOT / source).exists()
     setup = cluster["setup_commands"]
     docker = (ROOT / "deploy" / "Dockerfile").read_text()

@@ -1,9 +1,15 @@
 """The documented cluster flow on loopback: `ray start --head` from the project's
 virtualenv, `ray job submit` of the pipeline (tiny models), `serve deploy` of its
-recommender, one answer, then that cluster is stopped (only that one)."""
+recommender, one answer, then that cluster is stopped (only that one).
+
+The cluster keeps Ray's token authentication with a token of its own, written to a temp
+file and named by ``RAY_AUTH_TOKEN_PATH``: nothing is read from ``~/.ray``, so the test
+passes on a machine that never ran Ray, in any test order.
+"""
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from msr_ray.models.cache import cache_root
 from tests.stages.conftest import TINY_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,14 +87,21 @@ def head(tmp_path_factory):
         "metrics-export-port", "runtime-env-agent-port", "serve",
     ]  # fmt: skip
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    # The cluster keeps Ray's token authentication; its clients (job, serve) send the
-    # token from ~/.ray/auth_token.
+    # The cluster and its clients (job, serve) share this test's own token, and run with
+    # an empty home: only the model cache is kept.
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     env = {
         **os.environ,
+        "HOME": str(tmp_path_factory.mktemp("home")),
+        "MSR_RAY_CACHE": str(cache_root(None)),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
     }
-    env.pop("RAY_ADDRESS", None)
+    for inherited in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(inherited, None)
     options = [f"--{name}={port}" for name, port in ports.items() if name != "serve"]
     _run(
         BIN / "ray", "start", "--head", "--num-cpus=2", "--include-dashboard=true",
@@ -119,6 +133,14 @@ def test_job_submit_then_serve_deploy_answers(head, tmp_path):
             break
         time.sleep(3)
     logs = _run(BIN / "ray", "job", "logs", "--address", address, job, env=env)
+    stranger = subprocess.run(
+        [str(BIN / "ray"), "job", "status", "--address", address, job],
+        env={**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stranger.returncode != 0, "the cluster answered a client with another token"
     assert "succeeded" in status.lower(), logs[-4000:]
     assert "evaluate: done" in logs and "Run directory:" in logs
 
