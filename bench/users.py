@@ -20,7 +20,6 @@ from msr_ray.config import load_config
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.prepare import build as prepare
 from msr_ray.stages.users import UserShard
 
 HISTORY = 9
@@ -75,7 +74,7 @@ def main() -> None:
         f"prepare.path={args.dataset}",
     ]
     source = load_config(None, [f"run_dir={base}/source", *common])
-    prepare(source, RunDir(source.run_dir))
+    run_stage("prepare", source)
     sequential = load_config(
         None,
         [f"run_dir={base}/sequential", *common, "users.num_shards=1", "users.max_batch_size=1"],

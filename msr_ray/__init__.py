@@ -1,3 +1,3 @@
 """msr-ray: MLLM-MSR on Ray."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -188,6 +188,10 @@ class UsersConfig(_Strict):
     mode: ``recurrent`` (block by block, carrying the summary) or ``direct``
         (ablation: at the same boundaries, the whole prefix in one prompt).
     block_size: items per block (paper: 3).
+    prompt: ``paper`` (the paper's block prompt: the block, then the previous preference)
+        or ``recent`` (the previous preference first, each item's own text beside its
+        summary, and a question for the genre and look the user prefers now).
+    item_words: cut each item summary in a block to this many words (None = whole).
     num_shards: number of stateful shard actors; users are routed by crc32(user_id).
     max_batch_size: most users in one batched generate call.
     resources: per-shard resources.
@@ -195,6 +199,8 @@ class UsersConfig(_Strict):
 
     mode: Literal["recurrent", "direct"] = "recurrent"
     block_size: int = Field(3, gt=0)
+    prompt: Literal["paper", "recent"] = "paper"
+    item_words: int | None = Field(None, gt=0)
     num_shards: int = Field(2, ge=1)
     max_batch_size: int = Field(16, gt=0)
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
@@ -257,6 +263,11 @@ class TrainConfig(_Strict):
         MLLM, whose projector starts untrained).
     learning_rate, weight_decay, warmup_ratio: AdamW and linear warmup/decay.
     epochs, micro_batch_size, gradient_accumulation_steps, max_grad_norm: loop settings.
+    objective: ``pointwise`` (the paper's): cross-entropy of the Yes/No answer of every
+        candidate alone. ``listwise``: a softmax over the Yes-vs-No margins of each
+        training group (a target and its ``samples.train_negatives`` negatives, sharing
+        the user's prefix), which trains the ranking directly; a micro-batch then holds
+        whole groups (``micro_batch_size`` a multiple of ``train_negatives + 1``).
     max_length: longest prompt+answer in tokens.
     prefix_gradient: back-propagate through the prompt prefix that rows of one user
         share (exact gradient). False runs that prefix without gradient: LoRA then
@@ -291,6 +302,7 @@ class TrainConfig(_Strict):
     micro_batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    objective: Literal["pointwise", "listwise"] = "pointwise"
     max_length: int = Field(512, gt=0)
     prefix_gradient: bool = True
     max_failures: int = Field(1, ge=0)
@@ -406,6 +418,17 @@ class PipelineConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    @model_validator(mode="after")
+    def _whole_groups_per_batch(self) -> PipelineConfig:
+        group = self.samples.train_negatives + 1
+        if self.train.objective == "listwise" and self.train.micro_batch_size % group:
+            raise ValueError(
+                f"train.objective listwise needs whole training groups in a micro-batch: "
+                f"train.micro_batch_size {self.train.micro_batch_size} is not a multiple of "
+                f"samples.train_negatives + 1 = {group}"
+            )
+        return self
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

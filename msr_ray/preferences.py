@@ -48,7 +48,8 @@ def check_history(user_id: str, history: list[str], catalog: dict[str, Any]) -> 
 
 
 def history_catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
-    """item_id -> (title, item summary); the item's own text stands in for an empty summary."""
+    """item_id -> (title, item summary, text); the item's own text stands in for an empty
+    summary."""
     items = run.read_table("dataset", "items.parquet", columns=["item_id", "title", "text"])
     run.require("item_summaries")
     summaries = run.read_table("item_summaries").select(["item_id", "summary"])
@@ -56,7 +57,7 @@ def history_catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
         zip(summaries["item_id"].to_pylist(), summaries["summary"].to_pylist(), strict=True)
     )
     return {
-        item: prompts.HistoryItem(title, described.get(item) or text)
+        item: prompts.HistoryItem(title, described.get(item) or text, text)
         for item, title, text in zip(
             *(items[c].to_pylist() for c in items.column_names), strict=True
         )
@@ -91,11 +92,17 @@ class PreferenceSummarizer:
 
         if self.cfg.mode == "direct":
             prefix = [self.catalog[item] for item in state.history[:step]]
-            return ChatRequest(prompts.user_direct_prompt(self.domain, user, prefix))
+            return ChatRequest(
+                prompts.user_direct_prompt(
+                    self.domain, user, prefix, self.cfg.prompt, self.cfg.item_words
+                )
+            )
         start = block_start(step, self.cfg.block_size)
         block = [self.catalog[item] for item in state.history[start:step]]
         previous = state.summaries.get(start) if start else None
-        messages = prompts.user_block_prompt(self.domain, user, block, previous, start + 1)
+        messages = prompts.user_block_prompt(
+            self.domain, user, block, previous, start + 1, self.cfg.prompt, self.cfg.item_words
+        )
         return ChatRequest(messages)
 
     def summarize(self, work: list[tuple[str, UserState, int]]) -> list[dict[str, Any]]:

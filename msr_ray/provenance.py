@@ -2,12 +2,14 @@
 
 A stage's fingerprint hashes the config fields its output depends on (performance knobs
 such as thread counts, actor counts and batch sizes left out), the msr-ray version, the
+versions of the prompt templates that shape it (``msr_ray.models.prompts``), the
 committed versions of the upstream outputs it reads and, for ``prepare``, a listing of
-the source files (path, size, modification time). An output is **current** when its
-marker carries the fingerprint computed now and every upstream output is current;
-**stale** when it was built from something else; **missing** when never committed.
-Outputs committed without a fingerprint (written outside the pipeline, e.g. imported
-tables) count as current, whatever their upstream holds.
+the source files (path, size, modification time) or the synthetic generator's version.
+An output is **current** when its marker carries the fingerprint computed now and every
+upstream output is current; **stale** when it was built from something else; **missing**
+when never committed. Stages seal with their build's fingerprint and refuse to seal
+without one (``RunDir.build_fingerprint``); outputs committed explicitly without one
+(tables imported by hand) count as current, whatever their upstream holds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pyarrow.fs as pafs
 
 import msr_ray
 from msr_ray.config import PipelineConfig
+from msr_ray.data import synthetic
+from msr_ray.models import prompts
 from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import MissingStageOutput, RunDir
 
@@ -55,7 +59,8 @@ PROVENANCE: dict[str, Provenance] = {
         ("dataset",),
     ),
     "user_summaries": Provenance(
-        ("domain", "llm", "users.mode", "users.block_size"), ("dataset", "item_summaries")
+        ("domain", "llm", "users.mode", "users.block_size", "users.prompt", "users.item_words"),
+        ("dataset", "item_summaries"),
     ),
     "samples": Provenance(("samples",), ("dataset", "user_summaries")),
     "train": Provenance(
@@ -97,7 +102,23 @@ PROVENANCE: dict[str, Provenance] = {
 }
 
 
-# The command that builds each output named as an upstream.
+# The prompt templates that shape each output: the summarizers' (items, users, and the
+# samples that carry the user summaries) and the recommender's (train, evaluate).
+_PROMPT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "dataset": (),
+    "item_summaries": ("summarize",),
+    "user_summaries": ("summarize",),
+    "samples": ("summarize",),
+    "train": ("summarize", "recommend"),
+    "eval": ("summarize", "recommend"),
+    "baselines": (),
+}
+
+
+def prompt_versions(output: str) -> dict[str, str]:
+    """The versions of the prompt templates that shape ``output`` (read at call time)."""
+    versions = {"summarize": prompts.PROMPT_VERSION, "recommend": prompts.RECOMMEND_PROMPT_VERSION}
+    return {family: versions[family] for family in _PROMPT_FAMILIES[output]}
 
 
 def _field(data: dict[str, Any], dotted: str) -> Any:
@@ -158,9 +179,12 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
         name: run.completion(name)["version"] if run.is_complete(name) else None
         for name in upstream_of(output, config)
     }
+    is_synthetic = output == "dataset" and config.prepare.source == "synthetic"
     record = {
         "output": output,
         "msr_ray": msr_ray.__version__,
+        "prompts": prompt_versions(output),
+        "generator": synthetic.GENERATOR_VERSION if is_synthetic else None,
         "config": fields,
         "upstream": upstream,
         "source": source_listing(config) if output == "dataset" else [],

@@ -1,8 +1,10 @@
 """`msr-ray report`: one HTML page (with its PNGs) that opens offline from ``<run>/report/``.
 
 Sections appear for whatever the run holds: dataset statistics (prepare summary), the
-metrics of every scored model with 95% CIs and a bar chart, training loss curves, and
-user cards (history thumbnails, preference summary, top-ranked candidates with scores).
+metrics of every scored model with 95% CIs and a bar chart, on a synthetic run the share
+of the generator's latent signal each stage kept (``msr_ray.data.synthetic_signal``),
+training loss curves, and user cards (history thumbnails, preference summary, top-ranked
+candidates with scores).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from msr_ray.config import parse_config  # noqa: E402
+from msr_ray.data import synthetic_signal  # noqa: E402
 from msr_ray.data.histories import latest_summaries, train_histories  # noqa: E402
 from msr_ray.data.images import ImageError, encode_png, item_image  # noqa: E402
 from msr_ray.rundir import RunDir, StageOutput  # noqa: E402
@@ -85,6 +89,63 @@ def _metrics_section(out: StageOutput, results: dict[str, dict]) -> str:
         parts.append(f"<img class='chart' src='{src}' alt='metrics {split}'>")
     parts.append("</section>")
     return "".join(parts)
+
+
+_SIGNAL_ROWS = (
+    ("items_naming_genre", "item summaries that name their item's genre", "items", "≥ 90%"),
+    ("users_naming_current", "final user summaries that name the current genre", "users", "≥ 70%"),
+    ("users_naming_only_wrong", "final user summaries that name only other genres", "users", ""),
+    ("switchers_naming_new", "switchers' final summaries that name the new genre", "switchers", ""),
+)
+_SCORE_ROWS = (
+    ("test_auc", "the recommender's test AUC"),
+    ("summary_genre_auc", "ranking by 'the final summary names the candidate's genre'"),
+    ("auc_by_genre_match", "how well its scores separate the current genre's candidates"),
+    ("popularity_correlation", "correlation of its scores with training-positive counts"),
+)
+
+
+def synthetic_survival(run: RunDir) -> dict[str, float | int] | None:
+    """The signal-survival figures of a run built from the synthetic dataset, else None."""
+    if not (run.exists("config.yaml") and run.is_complete("dataset")):
+        return None
+    config = parse_config(run.read_text("config.yaml"), run.path("config.yaml"))
+    if config.prepare.source != "synthetic":
+        return None
+
+    def table(stage: str, *parts: str):
+        return run.read_table(stage, *parts) if run.is_complete(stage) else None
+
+    return synthetic_signal.survival(
+        config.prepare.synthetic,
+        run.read_table("dataset", "sequences.parquet"),
+        table("item_summaries"),
+        table("user_summaries"),
+        table("samples"),
+        table("scores/mllm-msr"),
+    )
+
+
+def _signal_section(figures: dict[str, float | int]) -> str:
+    rows = []
+    for key, label, count, target in _SIGNAL_ROWS:
+        if key in figures:
+            rows.append(
+                f"<tr><td style='text-align:left'>{label}</td><td>{figures[key]:.0%}</td>"
+                f"<td>{figures.get(count, '')}</td><td>{target}</td></tr>"
+            )
+    for key, label in _SCORE_ROWS:
+        if key in figures:
+            rows.append(
+                f"<tr><td style='text-align:left'>{label}</td><td>{figures[key]:.3f}</td>"
+                "<td></td><td></td></tr>"
+            )
+    return (
+        "<section id='signal'><h2>Signal survival</h2><p>What each stage kept of the "
+        "synthetic generator's latent truth (item genres, each user's current genre; "
+        "<code>bench/demo_signal.py</code> prints the same).</p><table><tr><th>what</th><th>value</th>"
+        f"<th>of</th><th>target</th></tr>{''.join(rows)}</table></section>"
+    )
 
 
 def _training_section(out: StageOutput, run: RunDir) -> str:
@@ -202,6 +263,10 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
         if results:
             body.append(_metrics_section(out, results))
             sections.append("metrics")
+        figures = synthetic_survival(run)
+        if figures:
+            body.append(_signal_section(figures))
+            sections.append("signal")
         if run.exists("train_logs"):
             body.append(_training_section(out, run))
             sections.append("training")

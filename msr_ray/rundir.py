@@ -70,6 +70,10 @@ class RunDirLocked(RuntimeError):
     """Another command holds the run directory's writer lock."""
 
 
+class MissingFingerprint(RuntimeError):
+    """A stage was built without the fingerprint that says what it is built from."""
+
+
 @dataclass
 class StageOutput:
     """A stage's output folder while it is being written (not yet complete)."""
@@ -216,11 +220,10 @@ class RunDir:
 
         Yields the new version's folder. On an exception the folder is removed and the
         earlier committed output, if any, is left as it was. ``fingerprint`` records what
-        the output was built from; by default the one the pipeline set for ``stage`` (None:
-        made outside the pipeline, e.g. imported). ``stage`` may be nested (``scores/x``).
+        the output was built from (stages pass ``build_fingerprint(stage)``); None marks an
+        output made outside the pipeline (an imported table), which counts as current.
+        ``stage`` may be nested (``scores/x``).
         """
-        if fingerprint is None:
-            fingerprint = self.fingerprints.get(stage)
         version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
         self._remove_uncommitted_versions(stage)
         folder = self.path(stage, version)
@@ -262,9 +265,25 @@ class RunDir:
 
     # -- resumable parts ---------------------------------------------------------------
 
+    def build_fingerprint(self, stage: str) -> str:
+        """The fingerprint of the build of ``stage`` this process runs (the pipeline sets it).
+
+        A stage seals its output with it and keys its resumable parts by it. Raises
+        ``MissingFingerprint`` when none was set: an output sealed without one would
+        count as current whatever it was built from.
+        """
+        fingerprint = self.fingerprints.get(stage)
+        if fingerprint is None:
+            raise MissingFingerprint(
+                f"no fingerprint for a build of {stage}/ in {self.root}: build stages with "
+                "msr_ray.pipeline.run_stage (or set run.fingerprints[stage] to "
+                "msr_ray.provenance.fingerprint(stage, config, run))"
+            )
+        return fingerprint
+
     def parts_key(self, stage: str) -> str:
         """The key of the parts the current build of ``stage`` resumes from: its fingerprint."""
-        return self.fingerprints.get(stage, "unkeyed")
+        return self.build_fingerprint(stage)
 
     def append_part(self, table: pa.Table, stage: str, key: str) -> str:
         """Durably add one Parquet part to a resumable stage's parts for ``key``."""

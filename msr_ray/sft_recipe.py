@@ -234,7 +234,7 @@ class SftRecipe:
         ``train_logs/epoch-<epoch>-rank-<rank>.jsonl``."""
         import ray.train
 
-        from msr_ray.models.scoring import sft_loss
+        from msr_ray.models.scoring import listwise_loss, sft_loss
 
         cfg = self.cfg
         self.engine.train()
@@ -244,14 +244,18 @@ class SftRecipe:
             batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
         ):
             rows = batch.to_pylist()
-            loss, batch_tokens = sft_loss(
-                self.engine,
-                self.loaded,
-                self.recommender.prompts(rows),
-                [bool(r["label"]) for r in rows],
-                cfg.max_length,
-                cfg.prefix_gradient,
-            )
+            prompts, answers = self.recommender.prompts(rows), [bool(r["label"]) for r in rows]
+            if cfg.objective == "listwise":
+                groups = [r["group"] for r in rows]
+                loss, batch_tokens = listwise_loss(
+                    self.engine, self.loaded, prompts, answers, groups, cfg.max_length,
+                    cfg.prefix_gradient,
+                )  # fmt: skip
+            else:
+                loss, batch_tokens = sft_loss(
+                    self.engine, self.loaded, prompts, answers, cfg.max_length,
+                    cfg.prefix_gradient,
+                )  # fmt: skip
             self.engine.backward(loss)
             self.engine.step()
             if log and cfg.fail_once_at_epoch == epoch and self.rank == self.world - 1:

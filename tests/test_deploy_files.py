@@ -2,11 +2,13 @@
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+import msr_ray
 from msr_ray.config import ServeConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def test_rayjob_runs_the_jobs_entrypoint_on_the_dockerfile_image():
     assert command[:2] == ["python", "jobs/pipeline.py"] and (ROOT / command[1]).exists()
     config = load_config(ROOT / command[command.index("-c") + 1])
     containers = _containers(manifest)
-    assert {c["image"] for c in containers} == {"msr-ray:0.1.0"}
+    assert {c["image"] for c in containers} == {f"msr-ray:{msr_ray.__version__}"}
     assert manifest["spec"]["rayClusterSpec"]["rayVersion"] == _constraint("ray")
     assert manifest["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
@@ -81,7 +83,7 @@ def test_rayservice_embeds_the_cluster_serve_config():
     schema = ServeDeploySchema.model_validate(embedded)
     app = schema.applications[0]
     ServeConfig.model_validate(app.args)
-    assert {c["image"] for c in _containers(manifest)} == {"msr-ray:0.1.0"}
+    assert {c["image"] for c in _containers(manifest)} == {f"msr-ray:{msr_ray.__version__}"}
     assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == _constraint("ray")
     assert manifest["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
     gpu_per_pod = {
@@ -109,3 +111,10 @@ def test_cluster_yaml_is_an_example_that_names_existing_files():
     header = (ROOT / "cluster.yaml").read_text()
     for path in re.findall(r"(jobs/\S+\.(?:py|yaml))", header):
         assert (ROOT / path).exists(), path
+
+
+def test_the_package_version_is_one_number_everywhere():
+    """It enters every stage's fingerprint, so pyproject, the package and the image agree."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == msr_ray.__version__
+    assert f"-t msr-ray:{msr_ray.__version__} " in (ROOT / "deploy" / "Dockerfile").read_text()

@@ -1,5 +1,6 @@
 """Provenance: a stage is current only when built from today's inputs and settings."""
 
+import importlib
 import json
 import os
 
@@ -8,9 +9,12 @@ import pytest
 
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, load_config, with_overrides
+from msr_ray.data import synthetic
 from msr_ray.data.schemas import ITEM_SUMMARIES, USER_SUMMARIES
+from msr_ray.models import prompts
 from msr_ray.pipeline import run_stage
-from msr_ray.rundir import MissingStageOutput, RunDir
+from msr_ray.registry import STAGES_BY_COMMAND
+from msr_ray.rundir import MissingFingerprint, MissingStageOutput, RunDir
 
 
 def _config(run_dir, *overrides):
@@ -191,3 +195,58 @@ def test_status_shows_current_stale_and_missing_stages(tmp_path):
     assert lines[0] == f"Run directory: {config.run_dir}"
     prepare = next(line for line in lines if line.startswith("prepare"))
     assert "current" in prepare and "users 12" in prepare
+
+
+SUMMARIZER_SHAPED = {"item_summaries", "user_summaries", "samples", "train", "eval"}
+
+
+@pytest.mark.parametrize(
+    "version, shaped",
+    [("PROMPT_VERSION", SUMMARIZER_SHAPED), ("RECOMMEND_PROMPT_VERSION", {"train", "eval"})],
+)
+def test_a_template_version_enters_the_fingerprints_it_shapes(
+    tmp_path, monkeypatch, version, shaped
+):
+    config = _config(tmp_path / "run")
+    run = RunDir(config.run_dir)
+    before = {o: provenance.fingerprint(o, config, run) for o in provenance.PROVENANCE}
+    monkeypatch.setattr(prompts, version, "reworded")
+    after = {o: provenance.fingerprint(o, config, run) for o in provenance.PROVENANCE}
+    assert {o for o in before if before[o] != after[o]} == shaped
+
+
+def test_a_reworded_summarizer_prompt_rebuilds_what_it_shapes(tmp_path, monkeypatch):
+    config = _config(tmp_path / "run")
+    run = RunDir(config.run_dir)
+    run_stage("prepare", config)
+    _fake_summaries(config, run)
+    run_stage("build-samples", config)
+    assert run_stage("build-samples", config)["skipped"] is True
+    monkeypatch.setattr(prompts, "PROMPT_VERSION", "reworded-for-test")
+    assert provenance.state("dataset", config, run) == "current"
+    for output in ("item_summaries", "user_summaries", "samples"):
+        assert provenance.state(output, config, run) == "stale"
+    with pytest.raises(MissingStageOutput, match="user_summaries/ .* was built from other"):
+        run_stage("build-samples", config)
+    _fake_summaries(config, run)  # the summarizers, rebuilt with the reworded prompt
+    assert run_stage("build-samples", config)["skipped"] is False
+    assert provenance.state("samples", config, run) == "current"
+
+
+def test_a_new_generator_version_rebuilds_the_synthetic_dataset(tmp_path, monkeypatch):
+    config = _config(tmp_path / "run")
+    run = RunDir(config.run_dir)
+    run_stage("prepare", config)
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", "synthetic-next")
+    assert provenance.state("dataset", config, run) == "stale"
+    assert run_stage("prepare", config)["skipped"] is False
+
+
+def test_a_stage_built_outside_the_pipeline_refuses_to_seal(tmp_path):
+    """Without the build's fingerprint its output would count as current forever."""
+    config = _config(tmp_path / "run")
+    run = RunDir(config.run_dir)
+    prepare = importlib.import_module(STAGES_BY_COMMAND["prepare"].module)
+    with pytest.raises(MissingFingerprint, match="run_stage"):
+        prepare.build(config, run)
+    assert not run.is_complete("dataset")

@@ -1,12 +1,24 @@
 """The embedded default dataset: synthetic multimodal items and users, deterministic by seed.
 
-Every item has latent attributes. Its **genre** appears in its title and text;
-its **colour** and **pattern** appear only in its image (the text never names
-them). Each user prefers one genre and one colour, and with some probability
-switches colour preference half-way through the history (taste drift). Users
-choose unseen items with probability rising with genre and colour matches, so
-both modalities carry signal, and the colour (image only) carries signal that
-the text does not.
+Generator ``synthetic-v2`` (``GENERATOR_VERSION``; it enters the dataset's fingerprint).
+Every item has latent attributes and a popularity:
+
+- its **genre** (one of 8) is named in its title and text;
+- its **colour** and **pattern** appear only in its image (the text never names them);
+- its **popularity** is long-tailed within its genre: the genre's items in a seeded
+  order get Zipf weights ``1 / rank ** ZIPF_EXPONENT``, the same for every user.
+
+Each user has a **current genre** and a liked colour. A pick comes from the current genre
+with probability ``CURRENT_GENRE_SHARE`` and from the whole catalogue otherwise (so the
+current genre takes about 70% of picks); within either pool an unseen item is chosen
+with weight ``popularity * exp(COLOUR_WEIGHT * liked colour)``. A share
+``SWITCH_PROBABILITY`` of users switch their current genre once, in the second half of
+their history and at least ``SWITCH_MARGIN`` items before its end, so the most recent
+items carry what the first ones do not. When the current genre has no unseen item left,
+the pick comes from the whole catalogue (the demo's catalogue is large enough that no
+user runs out before the held-out item).
+
+``bench/demo_signal.py --ceilings`` measures what the test lists allow on this world.
 """
 
 from __future__ import annotations
@@ -21,7 +33,10 @@ from msr_ray.config import SyntheticConfig
 from msr_ray.data.images import encode_png
 from msr_ray.data.readers.common import RawDataset, Row, build_dataset
 
-GENRES = ["adventure", "comedy", "cooking", "music", "science", "sports"]
+GENERATOR_VERSION = "synthetic-v2"
+GENRES = [
+    "adventure", "comedy", "cooking", "music", "science", "sports", "gardening", "fashion",
+]  # fmt: skip
 COLOURS = {
     "red": (205, 40, 40),
     "green": (40, 160, 60),
@@ -39,12 +54,18 @@ GENRE_WORDS = {
     "music": ["Melodies", "Rhythms", "Concert", "Ballads", "Beats"],
     "science": ["Experiments", "Discoveries", "Atoms", "Galaxies", "Theories"],
     "sports": ["Champions", "Match", "Victory", "Sprint", "League"],
+    "gardening": ["Roses", "Orchard", "Seedlings", "Blossoms", "Harvest"],
+    "fashion": ["Runway", "Couture", "Wardrobe", "Styles", "Catwalk"],
 }
 ADJECTIVES = ["Great", "Hidden", "Little", "Wild", "Secret", "Golden", "Last", "Grand"]
-# Scores added for a genre and for a colour match; choice ~ exp(score).
-GENRE_WEIGHT = 1.6
+# Probability that a pick comes from the user's current genre (else: the whole catalogue).
+CURRENT_GENRE_SHARE = 0.65
+# Within a pool, an item's weight is popularity * exp(COLOUR_WEIGHT * [liked colour]).
 COLOUR_WEIGHT = 1.6
-DRIFT_PROBABILITY = 0.3
+ZIPF_EXPONENT = 1.0
+SWITCH_PROBABILITY = 0.35
+# A switch happens at least this many items before the end of the history.
+SWITCH_MARGIN = 4
 
 
 @dataclass(frozen=True)
@@ -56,15 +77,21 @@ class SyntheticItem:
     pattern: str
     title: str
     text: str
+    popularity: float
 
 
 def make_items(config: SyntheticConfig) -> list[SyntheticItem]:
     """Items with latent attributes; title/text name the genre and shape, never the colour."""
     rng = np.random.default_rng([config.seed, 1])
     colours = list(COLOURS)
+    genre_of = [GENRES[index % len(GENRES)] for index in range(config.num_items)]
+    popularity = np.zeros(config.num_items)
+    for genre in GENRES:
+        members = [i for i, g in enumerate(genre_of) if g == genre]
+        ranks = rng.permutation(len(members))
+        popularity[members] = 1.0 / (ranks + 1.0) ** ZIPF_EXPONENT
     items = []
-    for index in range(config.num_items):
-        genre = GENRES[index % len(GENRES)]
+    for index, genre in enumerate(genre_of):
         colour = colours[int(rng.integers(len(colours)))]
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
@@ -72,8 +99,13 @@ def make_items(config: SyntheticConfig) -> list[SyntheticItem]:
             f"{ADJECTIVES[int(rng.integers(len(ADJECTIVES)))]} "
             f"{GENRE_WORDS[genre][int(rng.integers(5))]} {index}"
         )
-        text = f"A {genre} video whose cover shows a {shape}."
-        items.append(SyntheticItem(f"i{index}", genre, colour, shape, pattern, title, text))
+        article = "An" if genre[0] in "aeiou" else "A"
+        text = f"{article} {genre} video whose cover shows a {shape}."
+        items.append(
+            SyntheticItem(
+                f"i{index}", genre, colour, shape, pattern, title, text, float(popularity[index])
+            )
+        )
     return items
 
 
@@ -107,29 +139,64 @@ def draw_item_image(item: SyntheticItem, size: int, seed: int) -> Image.Image:
     return img
 
 
-def make_sequences(config: SyntheticConfig, items: list[SyntheticItem]) -> Iterator[dict]:
-    """Each user's chronological interactions (user_id, item_id, timestamp)."""
+@dataclass(frozen=True)
+class SyntheticUser:
+    """A user's latent tastes: the current genre before and after the switch, the colour."""
+
+    user_id: str
+    length: int
+    genre: str
+    colour: str
+    switch_at: int  # position of the first pick of ``new_genre``; ``length`` = no switch
+    new_genre: str
+
+    def genre_at(self, position: int) -> str:
+        """The current genre when the pick at ``position`` is made."""
+        return self.new_genre if position >= self.switch_at else self.genre
+
+
+def make_users(config: SyntheticConfig) -> list[SyntheticUser]:
+    """Every user's latent tastes (drawn before any pick, so they do not depend on items)."""
     rng = np.random.default_rng([config.seed, 3])
     colours = list(COLOURS)
-    genre_of = np.array([GENRES.index(it.genre) for it in items])
-    colour_of = np.array([colours.index(it.colour) for it in items])
+    users = []
     for u in range(config.num_users):
         genre = int(rng.integers(len(GENRES)))
-        colour = int(rng.integers(len(colours)))
-        length = int(rng.integers(config.min_history, config.max_history + 1))
-        length = min(length, len(items))
-        drift_at = length // 2 if rng.random() < DRIFT_PROBABILITY else length
-        new_colour = int((colour + 1 + rng.integers(len(colours) - 1)) % len(colours))
+        colour = colours[int(rng.integers(len(colours)))]
+        length = min(
+            int(rng.integers(config.min_history, config.max_history + 1)), config.num_items
+        )
+        new_genre = int((genre + 1 + rng.integers(len(GENRES) - 1)) % len(GENRES))
+        switch_at = length
+        first, last = (length + 1) // 2, length - SWITCH_MARGIN
+        if rng.random() < SWITCH_PROBABILITY and first <= last:
+            switch_at = int(rng.integers(first, last + 1))
+        users.append(
+            SyntheticUser(f"u{u}", length, GENRES[genre], colour, switch_at, GENRES[new_genre])
+        )
+    return users
+
+
+def make_sequences(config: SyntheticConfig, items: list[SyntheticItem]) -> Iterator[dict]:
+    """Each user's chronological interactions (user_id, item_id, timestamp)."""
+    rng = np.random.default_rng([config.seed, 4])
+    genre_of = np.array([it.genre for it in items])
+    colour_of = np.array([it.colour for it in items])
+    popularity = np.array([it.popularity for it in items])
+    for u, user in enumerate(make_users(config)):
+        appeal = popularity * np.exp(COLOUR_WEIGHT * (colour_of == user.colour))
         seen = np.zeros(len(items), dtype=bool)
         start = 1_600_000_000 + u * 1000
-        for step in range(length):
-            liked_colour = new_colour if step >= drift_at else colour
-            score = GENRE_WEIGHT * (genre_of == genre) + COLOUR_WEIGHT * (colour_of == liked_colour)
-            weights = np.where(seen, 0.0, np.exp(score))
+        for step in range(user.length):
+            weights = np.where(seen, 0.0, appeal)
+            in_genre = np.where(genre_of == user.genre_at(step), weights, 0.0)
+            from_genre = rng.random() < CURRENT_GENRE_SHARE
+            if from_genre and in_genre.sum() > 0:
+                weights = in_genre
             choice = int(rng.choice(len(items), p=weights / weights.sum()))
             seen[choice] = True
             yield {
-                "user_id": f"u{u}",
+                "user_id": user.user_id,
                 "item_id": items[choice].item_id,
                 "timestamp": start + step * 60,
             }

@@ -1,7 +1,11 @@
 """Prompt templates of MLLM-MSR (see shared/paper/MLLM-MSR.md), as chat messages.
 
-Every stage records ``PROMPT_VERSION`` with its outputs; change it whenever a
-template's wording changes. ``domain`` is the noun for items (video, movie, product).
+Every stage records ``PROMPT_VERSION`` with its outputs, and both versions enter the
+fingerprints of the stages whose output the templates shape (``msr_ray.provenance``), so a
+new version rebuilds them. Change a version whenever its templates' wording changes, and
+record the hash of the new rendering in ``TEMPLATE_SHA256`` (a test renders every template
+and fails when the text changed under an old version). ``domain`` is the noun for items
+(video, movie, product).
 """
 
 from __future__ import annotations
@@ -10,23 +14,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-PROMPT_VERSION = "mllm-msr-v1"
+PROMPT_VERSION = "mllm-msr-v2"
 # The recommender's prompt (recorded by train and evaluate): v2 puts the shared part first.
 RECOMMEND_PROMPT_VERSION = "recommend-v2"
+# sha256 of every template of a version rendered with the test's fixed arguments
+# (tests/models/test_prompts.py): the summarizers' (PROMPT_VERSION) and the recommender's.
+TEMPLATE_SHA256 = {
+    "mllm-msr-v1": "a3d058f0b242d11ad6e075829f44617dbb435a4d1495147e874ec73eb688c2c6",
+    "mllm-msr-v2": "5fb44c1610edf377c215275d42725b2b641b1e8b79536c9e81a0cf2d095cc622",
+    "recommend-v2": "b4be5531fe681311a072bb6a85e6bc6882c41229afaaa496e529015ff5103595",
+}
 # Marks where the part of a recommender prompt shared by all of a user's candidates ends;
 # removed from the rendered text before tokenizing.
 SPLIT = "<<msr-ray:candidate>>"
 PREFERENCE_PREFIX = "The user appears to have a preference for"
 Messages = list[dict]
 RecommendOrder = Literal["shared-prefix", "paper"]
+UserPromptStyle = Literal["paper", "recent"]
 
 
 @dataclass(frozen=True)
 class HistoryItem:
-    """One line of a user's history: the item's title and its item summary."""
+    """One line of a user's history: the item's title, its item summary and its own text."""
 
     title: str
     description: str
+    text: str = ""
+
+
+def _words(text: str, limit: int | None) -> str:
+    """The first ``limit`` words of ``text`` (all of it when ``limit`` is None)."""
+    words = text.split()
+    if limit is None or len(words) <= limit:
+        return text.strip()
+    return " ".join(words[:limit]) + " ..."
 
 
 def _user(parts: list[dict]) -> Messages:
@@ -84,10 +105,23 @@ def item_text_prompt(domain: str, title: str, text: str) -> Messages:
     )
 
 
-def _history_lines(domain: str, items: Sequence[HistoryItem], start: int) -> str:
+def _history_lines(
+    domain: str,
+    items: Sequence[HistoryItem],
+    start: int,
+    style: UserPromptStyle = "paper",
+    item_words: int | None = None,
+) -> str:
     noun = domain.capitalize()
+    if style == "paper":
+        return "\n".join(
+            f"{start + n}. Title - '{it.title}', {noun} cover description - "
+            f"{_words(it.description, item_words)}"
+            for n, it in enumerate(items)
+        )
     return "\n".join(
-        f"{start + n}. Title - '{it.title}', {noun} cover description - {it.description}"
+        f"{start + n}. '{it.title}'.{' ' + it.text.strip() if it.text.strip() else ''} "
+        f"Description: {_words(it.description, item_words)}"
         for n, it in enumerate(items)
     )
 
@@ -105,17 +139,53 @@ def _summarize_instruction(domain: str, with_previous: bool) -> str:
     )
 
 
+def _recent_prompt(
+    domain: str,
+    user_id: str,
+    block: Sequence[HistoryItem],
+    previous_summary: str | None,
+    start_index: int,
+    item_words: int | None,
+) -> str:
+    """The ``recent`` style: what was known first, then the new block, then a question
+    that asks for the genres and look of what the user watches now."""
+    lines = _history_lines(domain, block, start_index, "recent", item_words)
+    text = ""
+    if previous_summary:
+        text += f"What we knew of User {user_id}'s taste: {previous_summary}\n"
+        text += f"Then User {user_id} watched these {domain}s, in order:\n{lines}\n"
+        ask = (
+            f"Tastes change: give the most weight to the {domain}s just listed. In one "
+            "sentence, name the genre and the visual style this user prefers now."
+        )
+    else:
+        text += f"User {user_id} watched these {domain}s, in order:\n{lines}\n"
+        ask = "In one sentence, name the genre and the visual style this user prefers."
+    return f"{text}{ask} The answer should start with '{PREFERENCE_PREFIX}'."
+
+
 def user_block_prompt(
     domain: str,
     user_id: str,
     block: Sequence[HistoryItem],
     previous_summary: str | None,
     start_index: int = 1,
+    style: UserPromptStyle = "paper",
+    item_words: int | None = None,
 ) -> Messages:
-    """One recurrent step: a block of items, with the previous summary after the first block."""
+    """One recurrent step: a block of items, with the previous summary after the first block.
+
+    ``paper`` is the paper's prompt (the block, then the previous preference, then the
+    instruction). ``recent`` puts the previous preference first, shows each item's own
+    text next to its summary and asks for the genre and look the user prefers now.
+    ``item_words`` cuts every item summary to that many words.
+    """
+    if style == "recent":
+        text = _recent_prompt(domain, user_id, block, previous_summary, start_index, item_words)
+        return [{"role": "user", "content": text}]
     text = (
         f"Below is a chronological list of {domain}s previously watched by User {user_id}:\n"
-        f"{_history_lines(domain, block, start_index)}\n"
+        f"{_history_lines(domain, block, start_index, style, item_words)}\n"
     )
     if previous_summary:
         text += f"We also know this user's previous preference. {previous_summary}\n"
@@ -123,9 +193,15 @@ def user_block_prompt(
     return [{"role": "user", "content": text}]
 
 
-def user_direct_prompt(domain: str, user_id: str, history: Sequence[HistoryItem]) -> Messages:
+def user_direct_prompt(
+    domain: str,
+    user_id: str,
+    history: Sequence[HistoryItem],
+    style: UserPromptStyle = "paper",
+    item_words: int | None = None,
+) -> Messages:
     """The non-recurrent ablation: the whole history in one prompt."""
-    return user_block_prompt(domain, user_id, history, None)
+    return user_block_prompt(domain, user_id, history, None, 1, style, item_words)
 
 
 def _recommend_question(domain: str) -> str:

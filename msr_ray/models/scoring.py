@@ -252,6 +252,17 @@ def score_full(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> list[floa
     return _p_yes(loaded, logits[:, -1])
 
 
+def _check_lengths(encoded: EncodedPrompts, targets: list[list[int]], max_length: int) -> None:
+    for owner, suffix, target in zip(encoded.owner, encoded.suffixes, targets, strict=True):
+        length = len(encoded.prefixes[owner]) + len(suffix)
+        if length + len(target) > max_length:
+            raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
+
+
+def _tokens(encoded: EncodedPrompts) -> int:
+    return sum(len(p) for p in encoded.prefixes) + sum(map(len, encoded.suffixes))
+
+
 def sft_loss(
     model,
     loaded: LoadedModel,
@@ -271,10 +282,7 @@ def sft_loss(
     """
     encoded = encode_prompts(loaded, prompts)
     targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
-    for owner, suffix, target in zip(encoded.owner, encoded.suffixes, targets, strict=True):
-        length = len(encoded.prefixes[owner]) + len(suffix)
-        if length + len(target) > max_length:
-            raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
+    _check_lengths(encoded, targets, max_length)
     longest = max(len(t) for t in targets)
     pad = loaded.tokenizer.pad_token_id
     logits = _answer_logits(
@@ -288,5 +296,44 @@ def sft_loss(
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
-    tokens = sum(len(p) for p in encoded.prefixes) + sum(map(len, encoded.suffixes))
-    return loss, tokens + sum(map(len, targets))
+    return loss, _tokens(encoded) + sum(map(len, targets))
+
+
+def listwise_loss(
+    model,
+    loaded: LoadedModel,
+    prompts: Sequence[SplitPrompt],
+    answers: Sequence[bool],
+    groups: Sequence[str],
+    max_length: int,
+    prefix_gradient: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """Softmax cross-entropy over each candidate list's Yes-vs-No margins, in fp32.
+
+    A candidate's margin is logit(yes) - logit(no) at the answer position, so its score
+    P(yes) / (P(yes) + P(no)) is the sigmoid of it: the loss trains the ranking the
+    scorer reads. Each group of the batch (one positive and its negatives, sharing the
+    user's prefix, computed once) contributes ``logsumexp(margins) - margin(positive)``;
+    a group the batch holds without a positive or without a negative is left out.
+    Returns the mean over groups and the tokens the batch holds.
+    """
+    encoded = encode_prompts(loaded, prompts)
+    targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
+    _check_lengths(encoded, targets, max_length)
+    pad = loaded.tokenizer.pad_token_id
+    tails: list[list[int]] = [[] for _ in prompts]
+    logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
+    ids = answer_ids(loaded)
+    last = logits[:, -1].float()
+    margins = last[:, ids.yes] - last[:, ids.no]
+    members: dict[str, list[int]] = {}
+    for n, group in enumerate(groups):
+        members.setdefault(group, []).append(n)
+    losses = []
+    for rows in members.values():
+        positives = [n for n in rows if answers[n]]
+        if len(positives) == 1 and len(rows) > 1:
+            group_margins = margins[torch.tensor(rows, device=margins.device)]
+            losses.append(torch.logsumexp(group_margins, 0) - margins[positives[0]])
+    loss = torch.stack(losses).mean() if losses else margins.sum() * 0.0
+    return loss, _tokens(encoded) + sum(map(len, targets))

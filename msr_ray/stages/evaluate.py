@@ -64,10 +64,10 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     scores = score_candidates(config, run, adapter_dir(run))
     metrics = evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
     # The scores are part of this stage's build: same fingerprint as eval/.
-    fingerprint = run.fingerprints.get(STAGE)
+    fingerprint = run.build_fingerprint(STAGE)
     with run.stage_output(f"{SCORES_DIR}/{MODEL_NAME}", fingerprint=fingerprint) as out:
         out.write_table(scores, "scores.parquet")
     metadata = {"metrics": metrics, "prompt_version": RECOMMEND_PROMPT_VERSION}
-    with run.stage_output(STAGE, metadata) as out:
+    with run.stage_output(STAGE, metadata, fingerprint) as out:
         out.write_bytes(json.dumps({MODEL_NAME: metrics}, indent=2).encode(), "metrics.json")
     return {"candidates": scores.num_rows, "metrics": metrics}

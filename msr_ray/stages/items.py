@@ -179,7 +179,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "model": config.mllm.name,
     }
     if complete:
-        with run.stage_output(STAGE) as out:
+        with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
             out.write_table(table.sort_by("item_id"), "summaries.parquet")
             out.metadata.update(summary)
     return summary

@@ -85,7 +85,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "users": pc.count_distinct(sequences["user_id"]).as_py(),
         "interactions_by_split": {row["split"]: row["count_all"] for row in splits},
     }
-    with run.stage_output("dataset") as out:
+    with run.stage_output("dataset", fingerprint=run.build_fingerprint("dataset")) as out:
         out.write_table(items, "items.parquet")
         out.write_table(sequences, "sequences.parquet")
         out.write_table(raw.quarantine.to_table(), "quarantine.parquet")

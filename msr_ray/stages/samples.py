@@ -120,7 +120,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "groups_by_split": {r["split"]: r["group_count_distinct"] for r in counts.to_pylist()},
         "users_skipped": dict(skipped),
     }
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
         out.write_table(table, "samples.parquet")
         out.metadata.update(summary)
     return summary

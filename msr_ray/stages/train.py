@@ -72,20 +72,29 @@ def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
     """A seeded row order that keeps rows sharing a prompt prefix next to each other.
 
     Rows of one user at one summary step share the recommender prompt's prefix; they
-    form a unit, units come in random order and rows in random order within each, so
-    a micro-batch computes each shared prefix once (``sft_loss``) instead of per row.
+    form a unit, units come in random order, the unit's training groups (a target and
+    its negatives) in random order within it, and rows in random order within each
+    group. A micro-batch thus computes each shared prefix once (``sft_loss``) instead of
+    per row, and holds whole groups when its size is a multiple of theirs (the listwise
+    objective needs them whole).
     """
     rng = np.random.default_rng(seed)
-    units: dict[tuple[str, int], list[int]] = {}
-    for n, key in enumerate(
-        zip(train["user_id"].to_pylist(), train["step"].to_pylist(), strict=True)
+    units: dict[tuple[str, int], dict[str, list[int]]] = {}
+    for n, (user, step, group) in enumerate(
+        zip(
+            train["user_id"].to_pylist(),
+            train["step"].to_pylist(),
+            train["group"].to_pylist(),
+            strict=True,
+        )
     ):
-        units.setdefault(key, []).append(n)
-    members = list(units.values())
-    return np.array(
-        [n for u in rng.permutation(len(members)) for n in rng.permutation(members[u])],
-        dtype=np.int64,
-    )
+        units.setdefault((user, step), {}).setdefault(group, []).append(n)
+    members = [list(groups.values()) for groups in units.values()]
+    order = []
+    for u in rng.permutation(len(members)):
+        for g in rng.permutation(len(members[u])):
+            order += [int(n) for n in rng.permutation(members[u][g])]
+    return np.array(order, dtype=np.int64)
 
 
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
@@ -164,7 +173,11 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "final": result.metrics,
         "tracking_uri": tracking,
     }
-    with run.stage_output(STAGE) as out, result.checkpoint.as_directory() as folder:
+    fingerprint = run.build_fingerprint(STAGE)
+    with (
+        run.stage_output(STAGE, fingerprint=fingerprint) as out,
+        result.checkpoint.as_directory() as folder,
+    ):
         for name in os.listdir(os.path.join(folder, ADAPTER)):
             with open(os.path.join(folder, ADAPTER, name), "rb") as src:
                 data = src.read()

@@ -227,7 +227,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "block_size": cfg.block_size,
         "num_shards": cfg.num_shards,
     }
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
         out.write_table(
             table.sort_by([("user_id", "ascending"), ("step", "ascending")]), "summaries.parquet"
         )

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from PIL import Image
@@ -7,6 +9,7 @@ from msr_ray.models.scoring import (
     answer_ids,
     answer_tokens,
     encode_prompts,
+    listwise_loss,
     score_full,
     score_shared,
     sft_loss,
@@ -98,3 +101,55 @@ def test_loss_without_prefix_gradient_has_the_same_value_and_a_cheaper_gradient(
     assert values[1] == pytest.approx(values[0], abs=1e-6)
     # The queries of the prefix tokens get no gradient any more; the candidates' still do.
     assert grads[1].abs().sum() > 0 and not torch.allclose(grads[0], grads[1])
+
+
+def _margin(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_listwise_loss_is_the_softmax_of_each_groups_margins(tiny_mllm):
+    """Its value is computed from the very scores the scorer gives (score = sigmoid of the
+    Yes-vs-No margin); a group without a positive or a negative is left out."""
+    batch = [
+        _prompt(tiny_mllm, RED, "A", "Likes red."),
+        _prompt(tiny_mllm, BLUE, "B", "Likes red."),
+        _prompt(tiny_mllm, BLUE, "C", "Likes red."),
+        _prompt(tiny_mllm, RED, "D", "Likes blue."),
+        _prompt(tiny_mllm, BLUE, "E", "Likes blue."),
+        _prompt(tiny_mllm, RED, "F", "Alone."),
+    ]
+    answers = [True, False, False, False, True, True]
+    groups = ["g1", "g1", "g1", "g2", "g2", "g3"]
+    with torch.no_grad():
+        loss, _ = listwise_loss(tiny_mllm.model, tiny_mllm, batch, answers, groups, 512)
+    m = [_margin(p) for p in score_shared(tiny_mllm, batch)]
+    g1 = math.log(sum(math.exp(x) for x in m[:3])) - m[0]
+    g2 = math.log(sum(math.exp(x) for x in m[3:5])) - m[4]
+    assert loss.item() == pytest.approx((g1 + g2) / 2, abs=1e-4)
+
+
+def test_listwise_loss_teaches_the_ranking(tiny_mllm):
+    model = tiny_mllm.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = [
+        _prompt(tiny_mllm, RED, "Clip"),
+        _prompt(tiny_mllm, BLUE, "Clip"),
+        _prompt(tiny_mllm, BLUE, "Other clip"),
+        _prompt(tiny_mllm, RED, "Other clip"),
+    ]
+    answers, groups = [True, False, False, True], ["first", "first", "second", "second"]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss, _ = listwise_loss(model, tiny_mllm, batch, answers, groups, 512)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    red, blue, other_blue, other_red = score_shared(tiny_mllm, batch)
+    model.load_state_dict(state)
+    assert losses[-1] < losses[0] / 4
+    assert red > blue and other_red > other_blue
