@@ -136,3 +136,14 @@ def test_zero_stage_3_is_refused_with_the_reason():
         )
     with pytest.raises(ConfigError, match="zero_stage 3 is not supported: it partitions"):
         with_overrides(PipelineConfig(), ["train.zero_stage=3"])
+
+
+def test_listwise_training_needs_whole_groups_per_micro_batch():
+    ok = load_config(None, ["train.objective=listwise", "train.micro_batch_size=6"])
+    assert ok.train.objective == "listwise"  # groups of 2 (1 negative per target)
+    with pytest.raises(ConfigError, match="not a multiple of samples.train_negatives"):
+        load_config(
+            None,
+            ["train.objective=listwise", "train.micro_batch_size=4", "samples.train_negatives=2"],
+        )
+    assert load_config(None, ["train.micro_batch_size=5"]).train.objective == "pointwise"

@@ -34,6 +34,11 @@ from msr_ray.data.images import encode_png
 from msr_ray.data.readers.common import RawDataset, Row, build_dataset
 
 GENERATOR_VERSION = "synthetic-v2"
+# sha256 of what each version generates at the test's small size
+# (tests/data/test_synthetic.py): a test fails when the output changes under an old version.
+GENERATED_SHA256 = {
+    "synthetic-v2": "3757135023fa622bf883bdf2bbd255329ea6f16d8b12fc89ecc57938d036d8ad",
+}
 GENRES = [
     "adventure", "comedy", "cooking", "music", "science", "sports", "gardening", "fashion",
 ]  # fmt: skip

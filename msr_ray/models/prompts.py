@@ -21,7 +21,7 @@ RECOMMEND_PROMPT_VERSION = "recommend-v2"
 # (tests/models/test_prompts.py): the summarizers' (PROMPT_VERSION) and the recommender's.
 TEMPLATE_SHA256 = {
     "mllm-msr-v1": "a3d058f0b242d11ad6e075829f44617dbb435a4d1495147e874ec73eb688c2c6",
-    "mllm-msr-v2": "5fb44c1610edf377c215275d42725b2b641b1e8b79536c9e81a0cf2d095cc622",
+    "mllm-msr-v2": "d7734b69f4e88c317c5f108a879d85b46b62e6c1df2bcde785a32447bcfbed26",
     "recommend-v2": "b4be5531fe681311a072bb6a85e6bc6882c41229afaaa496e529015ff5103595",
 }
 # Marks where the part of a recommender prompt shared by all of a user's candidates ends;
@@ -139,7 +139,27 @@ def _summarize_instruction(domain: str, with_previous: bool) -> str:
     )
 
 
-def _recent_prompt(
+# The ``recent`` style's worked example (one exchange before the real question), in
+# genres the embedded dataset does not use: small models follow an answer's form far
+# better from one example than from instructions.
+_EXAMPLE_FIRST = [
+    HistoryItem("Ocean Facts", "A calm blue cover with a whale.", "A documentary."),
+    HistoryItem("Funny Robots", "A bright cartoon robot.", "An animation."),
+    HistoryItem("Desert Life", "A sandy cover with a lizard.", "A documentary."),
+]
+_EXAMPLE_LATER = [
+    HistoryItem("Space Cats", "A cartoon cat in a rocket.", "An animation."),
+    HistoryItem("Toy Town", "Colourful cartoon toys.", "An animation."),
+    HistoryItem("Polar Bears", "A white cover with bears.", "A documentary."),
+]
+_EXAMPLE_PREVIOUS = f"{PREFERENCE_PREFIX} documentaries about nature."
+_EXAMPLE_ANSWERS = (
+    f"{PREFERENCE_PREFIX} documentaries, with calm natural covers.",
+    f"{PREFERENCE_PREFIX} animations now, with colourful cartoon covers.",
+)
+
+
+def _recent_question(
     domain: str,
     user_id: str,
     block: Sequence[HistoryItem],
@@ -147,21 +167,44 @@ def _recent_prompt(
     start_index: int,
     item_words: int | None,
 ) -> str:
-    """The ``recent`` style: what was known first, then the new block, then a question
-    that asks for the genres and look of what the user watches now."""
     lines = _history_lines(domain, block, start_index, "recent", item_words)
-    text = ""
     if previous_summary:
-        text += f"What we knew of User {user_id}'s taste: {previous_summary}\n"
-        text += f"Then User {user_id} watched these {domain}s, in order:\n{lines}\n"
-        ask = (
-            f"Tastes change: give the most weight to the {domain}s just listed. In one "
-            "sentence, name the genre and the visual style this user prefers now."
+        return (
+            f"What we knew of User {user_id}'s taste: {previous_summary}\n"
+            f"Then User {user_id} watched these {domain}s, in order:\n{lines}\n"
+            f"Tastes change, and the {domain}s just listed count most. In one sentence, "
+            f"which kind of {domain}s does this user prefer now? The answer should start "
+            f"with '{PREFERENCE_PREFIX}'."
         )
+    return (
+        f"User {user_id} watched these {domain}s, in order:\n{lines}\n"
+        f"In one sentence, which kind of {domain}s does this user prefer? The answer should "
+        f"start with '{PREFERENCE_PREFIX}'."
+    )
+
+
+def _recent_prompt(
+    domain: str,
+    user_id: str,
+    block: Sequence[HistoryItem],
+    previous_summary: str | None,
+    start_index: int,
+    item_words: int | None,
+) -> Messages:
+    """The ``recent`` style: one worked exchange of the same kind, then the question:
+    what was known first, then the new block, and the kind of items preferred now."""
+    if previous_summary:
+        example = _recent_question(domain, "A", _EXAMPLE_LATER, _EXAMPLE_PREVIOUS, 4, None)
+        answer = _EXAMPLE_ANSWERS[1]
     else:
-        text += f"User {user_id} watched these {domain}s, in order:\n{lines}\n"
-        ask = "In one sentence, name the genre and the visual style this user prefers."
-    return f"{text}{ask} The answer should start with '{PREFERENCE_PREFIX}'."
+        example = _recent_question(domain, "A", _EXAMPLE_FIRST, None, 1, None)
+        answer = _EXAMPLE_ANSWERS[0]
+    question = _recent_question(domain, user_id, block, previous_summary, start_index, item_words)
+    return [
+        {"role": "user", "content": example},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": question},
+    ]
 
 
 def user_block_prompt(
@@ -176,13 +219,13 @@ def user_block_prompt(
     """One recurrent step: a block of items, with the previous summary after the first block.
 
     ``paper`` is the paper's prompt (the block, then the previous preference, then the
-    instruction). ``recent`` puts the previous preference first, shows each item's own
-    text next to its summary and asks for the genre and look the user prefers now.
+    instruction). ``recent`` opens with one worked exchange of the same kind, puts the
+    previous preference first, shows each item's own text next to its summary and asks
+    which kind of items the user prefers now.
     ``item_words`` cuts every item summary to that many words.
     """
     if style == "recent":
-        text = _recent_prompt(domain, user_id, block, previous_summary, start_index, item_words)
-        return [{"role": "user", "content": text}]
+        return _recent_prompt(domain, user_id, block, previous_summary, start_index, item_words)
     text = (
         f"Below is a chronological list of {domain}s previously watched by User {user_id}:\n"
         f"{_history_lines(domain, block, start_index, style, item_words)}\n"

@@ -1,3 +1,4 @@
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -6,8 +7,11 @@ from msr_ray.config import SyntheticConfig
 from msr_ray.data.images import load_image
 from msr_ray.data.synthetic import (
     COLOURS,
+    GENERATED_SHA256,
+    GENERATOR_VERSION,
     GENRES,
     SWITCH_MARGIN,
+    draw_item_image,
     generate,
     make_items,
     make_sequences,
@@ -115,3 +119,24 @@ def test_a_summary_names_a_genre_by_its_stem():
     assert genres_named("Enjoys comedic sketches and scientific shows.") == {"comedy", "science"}
     assert genres_named("Likes cooks and sport.") == {"cooking", "sports"}
     assert genres_named("The user likes videos.") == set()
+
+
+def _generated_digest() -> str:
+    config = SyntheticConfig(num_users=6, num_items=24, min_history=8, max_history=11)
+    items = make_items(config)
+    digest = hashlib.sha256(repr(items).encode())
+    digest.update(repr(list(make_sequences(config, items))).encode())
+    for item in items:
+        digest.update(draw_item_image(item, 32, config.seed).tobytes())
+    return digest.hexdigest()
+
+
+def test_a_changed_generator_gets_a_new_version():
+    """GENERATOR_VERSION enters the dataset's fingerprint (a new one rebuilds the demo's
+    dataset), so what the generator makes may change only with it: bump the version,
+    then record the new digest in ``synthetic.GENERATED_SHA256``."""
+    digest = _generated_digest()
+    assert GENERATED_SHA256.get(GENERATOR_VERSION) == digest, (
+        f"the generator's output changed under {GENERATOR_VERSION!r}: bump "
+        f"GENERATOR_VERSION and record {digest!r} for it in GENERATED_SHA256"
+    )

@@ -174,12 +174,16 @@ def test_training_order_keeps_rows_sharing_a_prefix_together():
 
     users = [f"u{n % 5}" for n in range(40)]
     steps = [3 + 3 * (n % 2) for n in range(40)]
-    table = pa.table({"user_id": users, "step": steps})
+    groups = [f"train:{users[n]}:{steps[n]}:{n % 4 < 2}" for n in range(40)]
+    table = pa.table({"user_id": users, "step": steps, "group": groups})
     order = prefix_unit_order(table, seed=1)
     assert sorted(order.tolist()) == list(range(40))
     keys = [(users[n], steps[n]) for n in order]
     runs = [k for n, k in enumerate(keys) if n == 0 or k != keys[n - 1]]
     assert len(runs) == len(set(keys)) == 10  # each unit is one contiguous run
+    in_order = [groups[n] for n in order]
+    group_runs = [g for n, g in enumerate(in_order) if n == 0 or g != in_order[n - 1]]
+    assert len(group_runs) == len(set(groups)) == 20  # and each training group too
     assert order.tolist() == prefix_unit_order(table, seed=1).tolist()
     assert order.tolist() != prefix_unit_order(table, seed=2).tolist()
 
