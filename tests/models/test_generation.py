@@ -22,7 +22,7 @@ def test_tiny_models_are_small_and_reload_identically(tmp_path, tiny_llm, tiny_m
     assert tiny_mllm.model.num_parameters() < 5_000_000
     tiny_llm.model.save_pretrained(tmp_path)
     tiny_llm.tokenizer.save_pretrained(tmp_path)
-    again = load_model(ModelSpec(name=str(tmp_path)), "llm")
+    again = load_model(ModelSpec(name=str(tmp_path), dtype="float32"), "llm")
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(tiny_llm.model(ids).logits, again.model(ids).logits)
