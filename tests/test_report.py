@@ -50,3 +50,44 @@ def test_report_of_a_bare_run_has_only_what_exists(tmp_path):
     from msr_ray.rundir import RunDir
 
     assert build_report(RunDir(str(tmp_path)))["sections"] == []
+
+
+def test_report_of_a_synthetic_run_shows_what_each_stage_kept(tmp_path):
+    import pyarrow as pa
+
+    from msr_ray.data.schemas import ITEM_SUMMARIES
+    from msr_ray.data.synthetic import make_items
+    from msr_ray.pipeline import run_stage
+    from msr_ray.rundir import RunDir
+
+    config = load_config(
+        None,
+        [
+            f"run_dir={tmp_path / 'run'}",
+            "prepare.synthetic.num_users=10",
+            "prepare.synthetic.num_items=32",
+            "prepare.min_item_interactions=1",
+        ],
+    )
+    run_stage("prepare", config)
+    run = RunDir(config.run_dir)
+    genre = {it.item_id: it.genre for it in make_items(config.prepare.synthetic)}
+    items = run.read_table("dataset", "items.parquet")["item_id"].to_pylist()
+    rows = [
+        {
+            "item_id": i,
+            "summary": f"A {genre[i]} video.",
+            "error": None,
+            "model": "m",
+            "prompt_version": "p",
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+        }
+        for i in items
+    ]
+    with run.stage_output("item_summaries") as out:
+        out.write_table(pa.Table.from_pylist(rows, schema=ITEM_SUMMARIES))
+    result = build_report(run)
+    assert result["sections"] == ["dataset", "signal"]
+    text = Path(result["path"]).read_text()
+    assert "Signal survival" in text and "<td>100%</td>" in text
