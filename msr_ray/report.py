@@ -92,8 +92,18 @@ def _metrics_section(out: StageOutput, results: dict[str, dict]) -> str:
 
 
 _SIGNAL_ROWS = (
-    ("items_naming_genre", "item summaries that name their item's genre", "items", "≥ 90%"),
-    ("users_naming_current", "final user summaries that name the current genre", "users", "≥ 70%"),
+    (
+        "items_naming_genre",
+        "item summaries that name their item's genre",
+        "items",
+        f"≥ {synthetic_signal.ITEM_TARGET:.0%}",
+    ),
+    (
+        "users_naming_current",
+        "final user summaries that name the current genre",
+        "users",
+        f"≥ {synthetic_signal.USER_TARGET:.0%}",
+    ),
     ("users_naming_only_wrong", "final user summaries that name only other genres", "users", ""),
     ("switchers_naming_new", "switchers' final summaries that name the new genre", "switchers", ""),
 )
