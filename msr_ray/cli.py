@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +19,24 @@ from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_conf
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.pipeline import STATUS_COUNTS, run_pipeline, run_stage, run_status
-from msr_ray.rundir import MissingStageOutput, NotARunDirectory, RunDir, RunDirLocked
+from msr_ray.rundir import (
+    MissingStageOutput,
+    NotARunDirectory,
+    OutsideRunDirectory,
+    RunDir,
+    RunDirLocked,
+)
 from msr_ray.runlogs import captured
 
 # Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
 # no traceback.
-USER_ERRORS = (MissingStageOutput, DataError, NotARunDirectory, RunDirLocked)
+USER_ERRORS = (
+    MissingStageOutput,
+    DataError,
+    NotARunDirectory,
+    RunDirLocked,
+    OutsideRunDirectory,
+)
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
@@ -133,7 +147,46 @@ def _run_one(command: str, config: PipelineConfig, force: bool, address: str | N
     click.echo(_result_line(summary))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Filesystem errors a user fixes: errno -> what to do.
+FILESYSTEM_ADVICE = {
+    errno.EROFS: "the run directory is on a read-only filesystem: give a writable --run-dir",
+    errno.ENOSPC: "the disk is full: free space or give a --run-dir on another disk, then "
+    "rerun (finished work is kept)",
+    errno.EDQUOT: "the disk quota is used up: free space, then rerun (finished work is kept)",
+    errno.EACCES: "permission denied: give a --run-dir you can write to",
+}
+
+
+def filesystem_error(exc: OSError) -> str | None:
+    """One line for an ``OSError`` a user fixes (read-only, full, not permitted), else None.
+
+    pyarrow's filesystems raise ``OSError`` without ``errno`` and with ``[Errno N]`` in
+    the message; both forms are read."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[Errno (\d+)\]", str(exc))
+        code = int(found.group(1)) if found else None
+    if code not in FILESYSTEM_ADVICE:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    detail = os.strerror(code)
+    return f"cannot write{where} ({detail}): {FILESYSTEM_ADVICE[code]}. {str(exc)[:200]}"
+
+
+class _Commands(click.Group):
+    """The command group: filesystem errors a user fixes become one ``Error:`` line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            line = filesystem_error(exc)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-v",
     "--verbose",
@@ -319,7 +372,7 @@ def status(config_path, overrides, run_dir, as_json):
         if config_path or not run_dir:
             config = _load(config_path, overrides, run_dir)
         else:
-            run = RunDir(run_dir)
+            run = RunDir(run_dir, create=False)
             text = run.read_text("config.yaml") if run.exists("config.yaml") else ""
             config = parse_config(text, run.path("config.yaml"), [*overrides, f"run_dir={run_dir}"])
         rows = run_status(config)
@@ -350,8 +403,8 @@ def export(run_dir, out):
     from msr_ray.export import export_model
 
     try:
-        result = export_model(RunDir(run_dir), out)
-    except (*USER_ERRORS, FileExistsError) as exc:
+        result = export_model(RunDir(run_dir, create=False), out)
+    except (*USER_ERRORS, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Exported the recommender to {result['path']}")
 

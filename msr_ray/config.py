@@ -8,12 +8,25 @@ Unknown keys and wrong types are errors that name the key and the file.
 
 from __future__ import annotations
 
+import types
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# Longest rendering of a bad value in an error message (a value may be huge).
+MAX_ERROR_VALUE_CHARS = 200
 
 
 class ConfigError(ValueError):
@@ -21,7 +34,43 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys, non-finite floats and true/false where a number is meant are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            allowed = _types_of(cls.model_fields[info.field_name].annotation)
+            if bool not in allowed and allowed & {int, float}:
+                raise ValueError("a number is meant here, not true/false")
+        return value
+
+
+def _types_of(annotation: Any) -> set[Any]:
+    """The plain types a field annotation admits (``int | None`` -> {int, NoneType})."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_types_of(a) for a in typing.get_args(annotation)))
+    return {annotation}
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses aliases (``*name``): nested aliases expand
+    exponentially (a few hundred bytes can hold gigabytes), and configs need none."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"aliases (*{event.anchor}) are not allowed in a config, at line "
+                f"{event.start_mark.line + 1}: write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class DeprecatedKey(FutureWarning):
@@ -438,7 +487,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
         else:
-            lines.append(f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})")
+            got = repr(e.get("input"))
+            if len(got) > MAX_ERROR_VALUE_CHARS:
+                got = f"{got[:MAX_ERROR_VALUE_CHARS]}... ({len(got)} characters)"
+            lines.append(f"{source}: key '{key}': {e['msg']} (got {got})")
     return "\n".join(lines)
 
 
@@ -451,7 +503,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML: {exc}") from exc
     return parts, value
@@ -490,7 +542,7 @@ def load_config(
 def parse_config(text: str, source: str, overrides: list[str] | None = None) -> PipelineConfig:
     """A pipeline config from YAML text (``source`` names it in errors), with overrides."""
     try:
-        loaded = yaml.safe_load(text)
+        loaded = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if loaded is not None and not isinstance(loaded, dict):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
+from msr_ray.config import PipelineConfig
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.models.scoring import answer_ids
 from msr_ray.recommender import Recommender, adapter_dir, trained_config
@@ -22,15 +24,46 @@ SETTINGS_FILE = "msr_ray_recommender.json"
 
 
 def export_model(run: RunDir, out: str) -> dict[str, Any]:
-    """Write the merged recommender of ``run`` to the local folder ``out``; its settings."""
-    if os.path.exists(out) and os.listdir(out):
-        raise FileExistsError(f"{out} exists and is not empty; give a new folder")
-    config = trained_config(run).model_copy(deep=True)
-    config.mllm.dtype = "float32"
-    recommender = Recommender.load(config, adapter_dir(run))
+    """Write the merged recommender of ``run`` to the local folder ``out``; its settings.
+
+    ``out`` is checked (and made) before the model loads: a non-empty folder, a link or
+    a path that cannot be made raises ``OSError`` at once, and a failed export removes
+    the folder it made.
+    """
+    made = _new_folder(out)
+    try:
+        config = trained_config(run).model_copy(deep=True)
+        config.mllm.dtype = "float32"
+        recommender = Recommender.load(config, adapter_dir(run))
+        settings = _write(recommender, config, run, out)
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {"path": out, **settings}
+
+
+def _new_folder(out: str) -> bool:
+    """Make ``out`` (True) or accept it as an existing empty real folder (False)."""
+    if os.path.islink(out):
+        raise FileExistsError(f"{out} is a symbolic link; give a new folder")
+    if os.path.isdir(out):
+        if os.listdir(out):
+            raise FileExistsError(f"{out} exists and is not empty; give a new folder")
+        return False
+    try:
+        os.makedirs(out)
+    except OSError as error:
+        raise OSError(f"cannot make {out}: {error.strerror or error}") from None
+    return True
+
+
+def _write(
+    recommender: Recommender, config: PipelineConfig, run: RunDir, out: str
+) -> dict[str, Any]:
+    """Save the merged model, processor, settings and model card into ``out``; the settings."""
     loaded = recommender.loaded
     ids = answer_ids(loaded)
-    os.makedirs(out, exist_ok=True)
     loaded.model.save_pretrained(out)
     loaded.processor.save_pretrained(out)
     train = run.completion("train")
@@ -49,7 +82,7 @@ def export_model(run: RunDir, out: str) -> dict[str, Any]:
         json.dump(settings, f, indent=2)
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(model_card(settings, train, dataset, metrics))
-    return {"path": out, **settings}
+    return settings
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:

@@ -97,9 +97,10 @@ STATUS_COUNTS = (
 def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
     """Every stage of the run: its state (current, stale, missing), key counts, time, path.
 
-    Reads only; takes no lock and changes nothing.
+    Reads only; takes no lock and changes nothing (a path that is not a run yet raises
+    ``NotARunDirectory`` and stays as it was).
     """
-    run = RunDir(absolute_location(config.run_dir))
+    run = RunDir(absolute_location(config.run_dir), create=False)
     rows = []
     for stage in STAGES:
         state = provenance.state(stage.output, config, run)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -47,6 +48,10 @@ LOCK_FILE = "_LOCK"
 TEMP_PREFIX = ".tmp-"
 # Stage outputs are at most this many folders deep (``scores/sasrec``).
 MAX_STAGE_DEPTH = 2
+# The name of a stage output's version folder, as ``stage_output`` makes it.
+VERSION_NAME = re.compile(r"v\d{20}-[0-9a-f]{6}")
+# Folders the lock-time cleanup leaves alone: serving writes ``profiles/`` without the lock.
+UNLOCKED_FOLDERS = ("profiles",)
 
 
 def absolute_location(uri: str) -> str:
@@ -68,6 +73,11 @@ class NotARunDirectory(RuntimeError):
 
 class RunDirLocked(RuntimeError):
     """Another command holds the run directory's writer lock."""
+
+
+class OutsideRunDirectory(RuntimeError):
+    """A path the run would delete or write resolves outside the run directory, or a
+    marker names a version that is not a version folder's name (a tampered file)."""
 
 
 class MissingFingerprint(RuntimeError):
@@ -115,24 +125,31 @@ class RunDir:
     """A run directory given as a local path or a filesystem URI (``s3://...``).
 
     Opening one creates it (with its marker) when it is missing or empty, and raises
-    ``NotARunDirectory`` for a non-empty folder that is not a run.
+    ``NotARunDirectory`` for a non-empty folder that is not a run. ``create=False``
+    (readers such as ``status`` and ``export``) never creates anything: a folder that is
+    not a run yet raises ``NotARunDirectory``.
     """
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, create: bool = True):
         if "://" in uri:
             self.fs, root = pafs.FileSystem.from_uri(uri)
         else:
             self.fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
         self.uri = uri
-        self.root = root.rstrip("/")
+        self.root = root.rstrip("/") or "/"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         # Fingerprints of the outputs this process is building (set by the pipeline).
         self.fingerprints: dict[str, str] = {}
-        self._claim()
+        self._claim(create)
 
-    def _claim(self) -> None:
+    def _claim(self, create: bool) -> None:
         if self.exists(RUN_MARKER):
             return
+        if not create:
+            raise NotARunDirectory(
+                f"{self.uri} is not an msr-ray run directory (no {RUN_MARKER}): check the "
+                "path; nothing was created"
+            )
         info = self.fs.get_file_info(self.root)
         if info.type == pafs.FileType.File:
             raise NotARunDirectory(f"{self.uri} is a file, not a run directory")
@@ -174,8 +191,21 @@ class RunDir:
     # -- stage outputs ---------------------------------------------------------------
 
     def completion(self, stage: str) -> dict[str, Any]:
-        """The marker a complete stage was sealed with (version, files, fingerprint...)."""
-        return self.read_json(stage, COMPLETE_MARKER)
+        """The marker a complete stage was sealed with (version, files, fingerprint...).
+
+        Raises ``OutsideRunDirectory`` when its version is not a version folder's name
+        (``../x`` in a tampered marker would make the next build delete ``x``).
+        """
+        marker = self.read_json(stage, COMPLETE_MARKER)
+        version = marker.get("version") if isinstance(marker, dict) else None
+        if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+            raise OutsideRunDirectory(
+                f"{self.uri_of(stage, COMPLETE_MARKER)} names version {str(version)[:80]!r}, "
+                "which is not a version folder's name: the marker was edited by hand or "
+                f"damaged. Rebuild the stage with --force, or delete {stage}/ "
+                "(nothing was changed)."
+            )
+        return marker
 
     def is_complete(self, stage: str) -> bool:
         """True when the stage's output has been committed (current or not)."""
@@ -226,13 +256,13 @@ class RunDir:
         """
         version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
         self._remove_uncommitted_versions(stage)
-        folder = self.path(stage, version)
+        folder = self.confined(self.path(stage, version))
         self.fs.create_dir(folder, recursive=True)
         out = StageOutput(self.fs, folder, dict(metadata or {}))
         try:
             yield out
         except BaseException:
-            self.fs.delete_dir(folder)
+            self._delete(folder, directory=True)
             raise
         previous = self.completion(stage)["version"] if self.is_complete(stage) else None
         files = sorted(
@@ -250,7 +280,7 @@ class RunDir:
         }
         self.write_json(marker, stage, COMPLETE_MARKER)
         if previous and previous != version:
-            self.fs.delete_dir(self.path(stage, previous))
+            self._delete(self.path(stage, previous), directory=True)
 
     def _remove_uncommitted_versions(self, stage: str) -> None:
         """Delete version folders of ``stage`` that no marker names (left by a crash)."""
@@ -260,8 +290,8 @@ class RunDir:
         for info in self.fs.get_file_info(pafs.FileSelector(self.path(stage))):
             name = info.base_name
             if info.type == pafs.FileType.Directory and name.startswith("v") and name != committed:
-                if name[1:21].isdigit():
-                    self.fs.delete_dir(info.path)
+                if VERSION_NAME.fullmatch(name):
+                    self._delete(info.path, directory=True)
 
     # -- resumable parts ---------------------------------------------------------------
 
@@ -287,7 +317,7 @@ class RunDir:
 
     def append_part(self, table: pa.Table, stage: str, key: str) -> str:
         """Durably add one Parquet part to a resumable stage's parts for ``key``."""
-        folder = self.path("_parts", stage, key)
+        folder = self.confined(self.path("_parts", stage, key))
         self.fs.create_dir(folder, recursive=True)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         if self.local:
@@ -310,13 +340,44 @@ class RunDir:
     def drop_parts(self, stage: str) -> None:
         """Forget every resumable part of a stage (all keys)."""
         if self.exists("_parts", stage):
-            self.fs.delete_dir(self.path("_parts", stage))
+            self._delete(self.path("_parts", stage), directory=True)
 
     # -- files -----------------------------------------------------------------------
 
+    def confined(self, path: str) -> str:
+        """``path`` if it lies inside the run directory once links are resolved, else
+        ``OutsideRunDirectory``. Object-store keys have no links: a key must start with
+        the run's prefix and hold no ``..`` or ``.`` segment."""
+        if self.local:
+            root = os.path.realpath(self.root)
+            resolved = os.path.realpath(path)
+            inside = resolved.startswith(root + os.sep)
+        else:
+            segments = path[len(self.root) + 1 :].split("/")
+            inside = path.startswith(self.root + "/") and not {".", "..", ""} & set(segments)
+        if not inside:
+            raise OutsideRunDirectory(
+                f"refusing to touch {path}: it resolves outside the run directory "
+                f"{self.uri_of()} (a link or an edited file points out of it)"
+            )
+        return path
+
+    def _delete(self, path: str, directory: bool) -> None:
+        """Delete a file or folder of the run; never one outside it (``confined``). A
+        link inside the run is removed itself, never what it points to."""
+        if self.local and os.path.islink(path):
+            self.confined(os.path.dirname(path) + "/_")  # the link's own folder
+            os.unlink(path)
+            return
+        self.confined(path)
+        if directory:
+            self.fs.delete_dir(path)
+        else:
+            self.fs.delete_file(path)
+
     def write_bytes(self, data: bytes, *parts: str) -> str:
         """Write a file of the run atomically (tmp + rename locally, one PUT on S3)."""
-        target = self.path(*parts)
+        target = self.confined(self.path(*parts))
         parent = target.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
         if not self.local:
@@ -446,14 +507,23 @@ class RunDir:
             self._remove_temporary_files()
             yield
         finally:
-            self.fs.delete_file(self.path(LOCK_FILE))
+            self._delete(self.path(LOCK_FILE), directory=False)
 
     @contextmanager
     def _local_lock(self) -> Iterator[None]:
         import fcntl
 
         path = self.path(LOCK_FILE)
-        with open(path, "a+") as handle:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            if os.path.islink(path):
+                raise OutsideRunDirectory(
+                    f"{path} is a symbolic link; the lock never follows one (it would "
+                    "truncate the file it points to). Delete the link and rerun."
+                ) from None
+            raise error
+        with os.fdopen(fd, "r+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -477,10 +547,28 @@ class RunDir:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _remove_temporary_files(self) -> None:
-        """Delete temporary files that a killed writer left behind."""
+        """Delete temporary files that a killed writer left behind.
+
+        Never descends into a link, and leaves ``UNLOCKED_FOLDERS`` alone (their writers
+        do not take the lock, so a temporary file there may be in flight).
+        """
+        skip = tuple(f"{self.root}/{name}" for name in UNLOCKED_FOLDERS)
+        if self.local:
+            for folder, dirs, files in os.walk(self.root, followlinks=False):
+                dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+                for name in files:
+                    path = os.path.join(folder, name)
+                    if name.startswith(TEMP_PREFIX) and not os.path.islink(path):
+                        self._delete(path, directory=False)
+            return
         for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True)):
-            if info.type == pafs.FileType.File and info.base_name.startswith(TEMP_PREFIX):
-                self.fs.delete_file(info.path)
+            inside_skipped = any(info.path.startswith(f"{s}/") for s in skip)
+            if (
+                info.type == pafs.FileType.File
+                and info.base_name.startswith(TEMP_PREFIX)
+                and not inside_skipped
+            ):
+                self._delete(info.path, directory=False)
 
 
 def _describe(holder: dict[str, Any]) -> str:

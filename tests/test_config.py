@@ -1,3 +1,4 @@
+import time
 import warnings
 
 import pytest
@@ -147,3 +148,54 @@ def test_listwise_training_needs_whole_groups_per_micro_batch():
             ["train.objective=listwise", "train.micro_batch_size=4", "samples.train_negatives=2"],
         )
     assert load_config(None, ["train.micro_batch_size=5"]).train.objective == "pointwise"
+
+
+ALIAS_BOMB = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)]
+    + ["prepare: {text_columns: *a9}"]
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_with_a_short_error(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 700
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"aliases \(\*a0\) are not allowed.*line 2") as err:
+        load_config(path)
+    assert time.perf_counter() - started < 2
+    assert len(str(err.value)) < 500
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(None, ["prepare.text_columns=[*x]"])
+
+
+def test_a_huge_bad_value_is_cut_short_in_the_error(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("users: {block_size: [" + ", ".join(["123456789"] * 20000) + "]}")
+    with pytest.raises(ConfigError, match=r"users.block_size.*characters\)") as err:
+        load_config(path)
+    assert len(str(err.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.learning_rate=.inf",
+        "train.learning_rate=.nan",
+        "train.max_grad_norm=-.inf",
+        "items.batch_size=true",
+        "train.epochs=false",
+        "train.learning_rate=true",
+        "train.fail_once_at_epoch=true",
+    ],
+)
+def test_non_finite_numbers_and_booleans_for_numbers_are_refused(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_booleans_stay_valid_where_a_switch_is_meant():
+    config = load_config(None, ["train.prefix_gradient=false", "items.batch_size=3"])
+    assert config.train.prefix_gradient is False and config.items.batch_size == 3

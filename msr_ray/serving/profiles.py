@@ -44,10 +44,6 @@ class Profile:
     batch_items: int
     events: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def event_ids(self) -> set[str]:
-        return {event["event_id"] for event in self.events}
-
 
 class ProfileStore:
     """Profiles of one served run: batch state from the run, online events on top."""
@@ -123,9 +119,21 @@ class ProfileStore:
         return not profile.events or len(profile.state.history) in profile.state.summaries
 
     def append(self, user_id: str, items: tuple[str, ...], event_id: str | None) -> dict[str, Any]:
-        """Append an event (durably, exactly once per ``event_id``) and advance the summary."""
+        """Append an event (durably, exactly once per ``event_id``) and advance the summary.
+
+        A repeated ``event_id`` with the same items is answered as a duplicate; with other
+        items it is a 409 ``event_conflict`` that changes nothing."""
         profile = self.profile(user_id)
-        if event_id is not None and event_id in profile.event_ids:
+        earlier = [e for e in profile.events if event_id is not None and e["event_id"] == event_id]
+        if earlier and earlier[0]["items"] != list(items):
+            raise RequestError(
+                f"event_id {event_id!r} was already accepted for user {user_id!r} with other "
+                f"items ({len(earlier[0]['items'])}); nothing was changed. Send new events "
+                "with a new event_id.",
+                409,
+                "event_conflict",
+            )
+        if earlier:
             return {**self.latest(user_id), "event_id": event_id, "duplicate": True}
         unknown = [item for item in items if item not in self.item_ids]
         if unknown:

@@ -15,9 +15,10 @@ from collections import Counter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from msr_ray.config import PipelineConfig
-from msr_ray.data.histories import summaries_by_user, user_sequences
+from msr_ray.data.histories import summaries_by_user, train_histories, user_sequences
 from msr_ray.data.negatives import NegativeSampler
 from msr_ray.data.schemas import SAMPLES, DataError
 from msr_ray.rundir import RunDir
@@ -113,6 +114,15 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             f"no samples: every user was skipped ({dict(skipped)}). With "
             f"{items.num_rows} items, a user needs {cfg.eval_negatives} unseen items for "
             "each candidate list: lower samples.eval_negatives or add items",
+        )
+    if not pc.any(pc.equal(table["split"], "train")).as_py():
+        longest = max((len(t) for t in train_histories(sequences).values()), default=0)
+        raise DataError(
+            run.output_path("user_summaries"),
+            f"0 training rows ({table.num_rows} valid/test rows): a training pair needs a "
+            f"train item after a user's first summary step (every {config.users.block_size} "
+            f"items), and the longest train history has {longest} items. Give users longer "
+            "histories (prepare.min_history) or a smaller users.block_size; nothing was sealed",
         )
     counts = table.group_by("split").aggregate([([], "count_all"), ("group", "count_distinct")])
     summary = {

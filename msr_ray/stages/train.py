@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from ray.train import DataConfig
 
 from msr_ray.config import PipelineConfig, dump_config
+from msr_ray.data.schemas import DataError
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
@@ -113,8 +114,11 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     global_batch = cfg.num_workers * cfg.micro_batch_size
     usable = (train.num_rows // global_batch) * global_batch
     if usable == 0:
-        raise RuntimeError(
-            f"{train.num_rows} training rows: fewer than one global batch of {global_batch}"
+        raise DataError(
+            run.output_path("samples"),
+            f"{train.num_rows} training rows: fewer than one global batch of {global_batch} "
+            "(train.num_workers x train.micro_batch_size). Lower those, or build more "
+            "training rows (longer histories, more samples.train_negatives)",
         )
     train = train.take(pa.array(order[:usable]))
     valid = candidate_rows(run, config, ("valid",))

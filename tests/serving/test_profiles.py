@@ -37,6 +37,10 @@ def test_events_equal_offline_recomputation_survive_a_restart_and_apply_once(tmp
     assert second["step"] == 11 and len(second["event_id"]) == 32
     again = store.append("u", ("i7", "i8"), "e1")  # a retried post: not applied twice
     assert again["duplicate"] is True and again["step"] == 11 and again["events"] == 2
+    with pytest.raises(RequestError, match="'e1' was already accepted") as conflict:
+        store.append("u", ("i9",), "e1")  # the same event_id with other items
+    assert conflict.value.status == 409 and conflict.value.reason == "event_conflict"
+    assert store.latest("u")["events"] == 2 and store.latest("u")["step"] == 11
 
     restarted = ProfileStore(RunDir(run.root), config)  # a new replica: only the run dir
     after = restarted.latest("u")
