@@ -27,6 +27,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from msr_ray.config import ServeConfig
+from msr_ray.data.ids import normalize_id
 from msr_ray.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import Preference, ServingCatalog
@@ -147,6 +148,7 @@ class Recommender:
     async def post_events(self, user_id: str, http: Request) -> Any:
         """Append interactions to the user's history; answers once the event and the new
         summary are durable. Events are applied in arrival order, exactly once per event_id."""
+        user_id = normalize_id(user_id)
         try:
             payload = await self._payload(http)
             try:
@@ -169,6 +171,7 @@ class Recommender:
     @http_api.get("/users/{user_id}", response_model=schemas.UserProfile, responses=schemas.ERRORS)
     async def get_user(self, user_id: str) -> Any:
         """The user's newest preference summary, the step it covers and their history."""
+        user_id = normalize_id(user_id)
         try:
             online = await self._profile_call("latest", user_id)
             return self.served.catalog.profile(user_id, online["online_items"]) | {
@@ -182,6 +185,7 @@ class Recommender:
     async def user_candidates(self, user_id: str, n: int = 20) -> Any:
         """``n`` (at most max_candidates) items the user has not interacted with, a fixed
         sample per user: what the browse page ranks."""
+        user_id = normalize_id(user_id)
         try:
             online = await self._profile_call("latest", user_id)
             seen = set(self.served.catalog.histories.get(user_id, [])) | set(online["online_items"])
@@ -199,6 +203,7 @@ class Recommender:
     @http_api.get("/items/{item_id}/image", responses=schemas.ERRORS)
     async def item_image(self, item_id: str) -> Any:
         """The item's image as a PNG thumbnail (a grid when it has several)."""
+        item_id = normalize_id(item_id)
         try:
             png = await asyncio.to_thread(self.served.catalog.thumbnail, item_id)
         except RequestError as exc:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from msr_ray.data.ids import normalize_id
+
 
 class RequestError(ValueError):
     """A request that cannot be answered: HTTP ``status`` and a ``reason`` to count it by."""
@@ -86,10 +88,11 @@ def _ids(value: Any, field: str, limit: int) -> tuple[str, ...]:
     for v in value:
         if not isinstance(v, str) or not v:
             raise RequestError(f"'{field}' must hold non-empty strings only")
+        v = normalize_id(v)
         (duplicates if v in seen else seen).add(v)
     if duplicates:
         raise RequestError(f"'{field}' repeats item ids {sorted(duplicates)[:5]}")
-    return tuple(value)
+    return tuple(normalize_id(v) for v in value)
 
 
 def parse_request(payload: Any, max_candidates: int) -> RecommendRequest:
@@ -106,7 +109,7 @@ def parse_request(payload: Any, max_candidates: int) -> RecommendRequest:
     top_k = payload.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise RequestError("'top_k' must be a positive integer")
-    return RecommendRequest(user_id, candidates, top_k)
+    return RecommendRequest(normalize_id(user_id), candidates, top_k)
 
 
 MAX_EVENT_ID_CHARS = 128

@@ -86,3 +86,27 @@ def test_deeply_nested_json_is_quarantined(tmp_path):
     dataset = READERS["amazon"](str(tmp_path))
     assert dataset.interactions.num_rows == 1
     assert _reasons(dataset, "interactions") == ["bad_json"]
+
+
+UGLY_BUT_VALID = ["a b?c#d%2F&+'\"<x>", "ünï ☃ 🎬", "é", "-1", "1e3"]
+BAD_IDS = ["a/b", "..", ".", "../../etc", "a\\b", "u\u200b1", "x\u202eevil", "tab\there", "x" * 300]
+
+
+def test_ids_are_normalised_and_ugly_ones_quarantined_as_bad_id(tmp_path):
+    ids = UGLY_BUT_VALID + BAD_IDS
+    items = [{"item_id": f"i{n}", "title": f"T{n}"} for n in range(3)]
+    items += [{"item_id": "x/y", "title": "slashed"}]
+    pq.write_table(pa.Table.from_pylist(items), tmp_path / "items.parquet")
+    rows = [{"user_id": u, "item_id": "i0", "timestamp": 1} for u in ids]
+    rows += [{"user_id": "e\u0301", "item_id": "i1", "timestamp": 2}]  # é, decomposed
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "interactions.parquet")
+    dataset = READERS["parquet"](str(tmp_path))
+    assert sorted(set(dataset.interactions["user_id"].to_pylist())) == sorted(UGLY_BUT_VALID)
+    users = dataset.interactions["user_id"].to_pylist()
+    assert users.count("é") == 2  # one user: NFC makes both spellings the same id
+    bad = [r for r in dataset.quarantine.rows if r["reason"] == "bad_id"]
+    assert len(bad) == len(BAD_IDS) + 1 and dataset.items.num_rows == 3
+    shown = {r["value"] for r in bad}
+    assert (
+        "'u\\u200b1': holds U+200B (Cf)" in shown and "'a/b': holds the path character '/'" in shown
+    )

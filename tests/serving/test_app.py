@@ -1,6 +1,7 @@
 import asyncio
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pyarrow as pa
@@ -18,10 +19,14 @@ BASE = "http://127.0.0.1:8000"
 URL = f"{BASE}/recommend"
 
 
+# Ids a dataset keeps (msr_ray.data.ids) that a URL must carry intact.
+UGLY_USERS = ["a b?c#d%2F&+'\"<x>", "ünï ☃ 🎬", "é"]
+
+
 def _write_summaries(run: RunDir) -> None:
     rows = [
-        {"user_id": f"u{u}", "step": step, "summary": text, "model": "tiny"}
-        for u in range(8)
+        {"user_id": user, "step": step, "summary": text, "model": "tiny"}
+        for user in [f"u{u}" for u in range(8)] + UGLY_USERS
         for step, text in ((3, "Old taste."), (9, "Likes clips."))
     ]
     with run.stage_output("user_summaries") as out:
@@ -123,7 +128,7 @@ def test_users_health_stats_and_openapi(served):
     status, body = _get("/users/nobody")
     assert status == 404 and body["reason"] == "unknown_user"
     status, health = _get("/healthz")
-    assert status == 200 and health["status"] == "ok" and health["users"] == 8
+    assert status == 200 and health["status"] == "ok" and health["users"] == 8 + len(UGLY_USERS)
     status, stats = _get("/stats")
     assert status == 200 and stats["unknown_user"] == 1
     status, spec = _get("/openapi.json")
@@ -141,3 +146,25 @@ def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
     replica = replica_class.__new__(replica_class)
     with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
         asyncio.run(replica.__init__(None, {"run_dir": str(tmp_path)}))
+
+
+def test_every_id_a_dataset_keeps_reaches_its_profile_over_http(served):
+    """GET reads the profile; POST reaches the user's store (which then refuses the unknown
+    item: a mangled id would be ``unknown_user``, a route-level 404 would have no reason).
+    Appending for such ids is tested on the store itself (test_profiles)."""
+    for user in UGLY_USERS:
+        path = "/users/" + urllib.parse.quote(user, safe="")  # as the page's encodeURIComponent
+        status, profile = _get(path)
+        assert status == 200 and profile["user_id"] == user and profile["step"] == 9
+        body = json.dumps({"items": ["no-such-item"]}).encode()
+        request = urllib.request.Request(
+            BASE + path + "/events", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=120)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and json.loads(exc.read())["reason"] == "unknown_item"
+        else:
+            raise AssertionError("an unknown item was accepted")
+    status, profile = _get("/users/" + urllib.parse.quote("e\u0301", safe=""))  # decomposed é
+    assert status == 200 and profile["user_id"] == "é"

@@ -72,3 +72,14 @@ def test_an_event_persisted_before_a_crash_is_summarized_on_restart(tmp_path):
     assert latest["step"] == 8 and latest["online_items"] == ["i7"]
     assert run.list_files("profiles", "summaries", store.base, user_key("u")) == ["00000008.json"]
     assert store.is_current("u")
+
+
+def test_ugly_ids_a_dataset_keeps_append_and_survive_a_restart(tmp_path):
+    users = {"a b?c#d%2F&+'\"<x>": HISTORY[:4], "ünï ☃ 🎬": HISTORY[:4], "é": HISTORY[:4]}
+    config, run, _ = summarized(tmp_path / "served", users)
+    store = ProfileStore(run, config)
+    for user in users:
+        answer = store.append(user, ("i7", "i8"), "e1")
+        assert answer["user_id"] == user and answer["step"] == 6 and answer["events"] == 1
+    restarted = ProfileStore(RunDir(run.root), config)
+    assert all(restarted.latest(u)["online_items"] == ["i7", "i8"] for u in users)

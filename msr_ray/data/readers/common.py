@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from msr_ray.data.ids import id_problem, normalize_id
 from msr_ray.data.images import ImageError, contained_path, load_image
 from msr_ray.data.quarantine import Quarantine
 from msr_ray.data.schemas import INTERACTIONS, ITEMS, DataError
@@ -149,6 +150,11 @@ def _field_text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _shown_id(value: str) -> str:
+    """An id as the quarantine shows it: escaped, with the reason it was refused."""
+    return f"{ascii(value)[:200]}: {id_problem(value)}"
+
+
 def _resolve_image(value: Any, base_dir: str) -> str | bytes:
     """Image bytes as they are; a path resolved and confined to the dataset folder."""
     if isinstance(value, bytes | bytearray):
@@ -195,6 +201,10 @@ def build_dataset(
                 str(row.get(bad)).encode("utf-8", "surrogateescape"),
             )
             continue
+        item_id = normalize_id(item_id)
+        if id_problem(item_id):
+            quarantine.add("items", file, line, "item_id", "bad_id", _shown_id(item_id))
+            continue
         if not title:
             quarantine.add("items", file, line, "title", "empty_title", item_id)
             continue
@@ -235,6 +245,14 @@ def build_dataset(
             continue
         if _has_invalid_utf8(user_id) or _has_invalid_utf8(item_id):
             quarantine.add("interactions", file, line, "user_id", "invalid_utf8", repr(user_id))
+            continue
+        user_id, item_id = normalize_id(user_id), normalize_id(item_id)
+        bad = next(
+            (c for c, v in (("user_id", user_id), ("item_id", item_id)) if id_problem(v)), None
+        )
+        if bad:
+            shown = _shown_id(user_id if bad == "user_id" else item_id)
+            quarantine.add("interactions", file, line, bad, "bad_id", shown)
             continue
         timestamp = parse_timestamp(row.get("timestamp"))
         if timestamp is None:
