@@ -15,7 +15,8 @@ Layout and guarantees (the same on a local disk and on an object store such as S
 - Resumable stages keep append-only parts under ``<run>/_parts/<stage>/<key>/``, where the
   key is the stage's fingerprint, so parts built from other inputs are never counted.
 - One writer at a time: ``lock()`` takes an exclusive lock for a command's duration and a
-  second writer gets ``RunDirLocked`` naming the holder.
+  second writer gets ``RunDirLocked`` naming the holder (on object stores, a lock whose
+  heartbeat stopped for longer than its lease is taken over).
 
 Small files (markers, JSON, text, parts) are written atomically: to a temporary name and
 renamed on a local disk, and as one object on an object store (an upload becomes visible
@@ -29,8 +30,10 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +53,9 @@ TEMP_PREFIX = ".tmp-"
 MAX_STAGE_DEPTH = 2
 # The name of a stage output's version folder, as ``stage_output`` makes it.
 VERSION_NAME = re.compile(r"v\d{20}-[0-9a-f]{6}")
+# An object-store lock without a heartbeat for this long is taken over (seconds).
+DEFAULT_LEASE_S = 600.0
+LEASE_ENV = "MSR_RAY_LOCK_LEASE_S"
 # Folders the lock-time cleanup leaves alone: serving writes ``profiles/`` without the lock.
 UNLOCKED_FOLDERS = ("profiles",)
 
@@ -78,6 +84,10 @@ class RunDirLocked(RuntimeError):
 class OutsideRunDirectory(RuntimeError):
     """A path the run would delete or write resolves outside the run directory, or a
     marker names a version that is not a version folder's name (a tampered file)."""
+
+
+class StaleLockTakenOver(UserWarning):
+    """An object-store lock whose holder stopped its heartbeat was taken over."""
 
 
 class MissingFingerprint(RuntimeError):
@@ -470,8 +480,10 @@ class RunDir:
 
         Raises ``RunDirLocked`` naming the holder when another command has it. Local: an
         ``flock`` on ``_LOCK`` (released by the OS when the holder dies). Object stores: a
-        ``_LOCK`` object removed on exit; one left by a killed command must be deleted by
-        hand (the error says so). Leftover temporary files are removed once the lock is held.
+        ``_LOCK`` object removed on exit, whose heartbeat a thread refreshes every third of
+        the lease (``MSR_RAY_LOCK_LEASE_S``, default 600 s); one without a heartbeat for
+        longer than the lease (its holder was killed) is taken over with a
+        ``StaleLockTakenOver`` warning naming the old holder. Leftover temporary files are removed once the lock is held.
         Re-entrant within one process (``pipeline`` holds it across its stages).
         """
         key = f"{type(self.fs).__name__}:{self.root}"
@@ -496,18 +508,44 @@ class RunDir:
                 self._remove_temporary_files()
                 yield
             return
+        lease = lock_lease_seconds()
         if self.exists(LOCK_FILE):
             holder = self.read_json(LOCK_FILE)
-            raise RunDirLocked(
-                f"{self.uri} is in use by {_describe(holder)}. If that command is no "
-                f"longer running, delete {self.path(LOCK_FILE)}."
+            silent = time.time() - float(holder.get("heartbeat", holder.get("since", 0)))
+            if silent <= lease:
+                raise RunDirLocked(
+                    f"{self.uri} is in use by {_describe(holder)}, whose last heartbeat was "
+                    f"{silent:.0f} s ago; the lock is taken over after {lease:.0f} s without "
+                    f"one ({LEASE_ENV})."
+                )
+            warnings.warn(
+                f"taking over the lock of {self.uri}: its holder {_describe(holder)} sent no "
+                f"heartbeat for {silent:.0f} s (lease {lease:.0f} s), so it is taken as dead",
+                StaleLockTakenOver,
+                stacklevel=3,
             )
-        self.write_json(_holder(), LOCK_FILE)
+        holder = _holder()
+        self.write_json({**holder, "heartbeat": holder["since"], "lease_s": lease}, LOCK_FILE)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(holder, lease, stop), name="msr-ray-lock", daemon=True
+        )
+        beat.start()
         try:
             self._remove_temporary_files()
             yield
         finally:
+            stop.set()
+            beat.join()
             self._delete(self.path(LOCK_FILE), directory=False)
+
+    def _heartbeat(self, holder: dict[str, Any], lease: float, stop: threading.Event) -> None:
+        """Refresh the object-store lock's heartbeat every third of its lease until ``stop``."""
+        while not stop.wait(lease / 3):
+            try:
+                self.write_json({**holder, "heartbeat": time.time(), "lease_s": lease}, LOCK_FILE)
+            except OSError as error:  # a missed beat; the next one retries
+                warnings.warn(f"lock heartbeat failed: {error}", RuntimeWarning, stacklevel=1)
 
     @contextmanager
     def _local_lock(self) -> Iterator[None]:
@@ -569,6 +607,18 @@ class RunDir:
                 and not inside_skipped
             ):
                 self._delete(info.path, directory=False)
+
+
+def lock_lease_seconds() -> float:
+    """How long an object-store lock lives without a heartbeat (``MSR_RAY_LOCK_LEASE_S``)."""
+    raw = os.environ.get(LEASE_ENV, "")
+    try:
+        lease = float(raw) if raw else DEFAULT_LEASE_S
+    except ValueError:
+        raise ValueError(f"{LEASE_ENV}={raw!r}: give the lease in seconds") from None
+    if not lease > 0 or lease == float("inf"):
+        raise ValueError(f"{LEASE_ENV}={raw!r}: give a positive, finite number of seconds")
+    return lease
 
 
 def _describe(holder: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from msr_ray.pipeline import run_pipeline, run_stage
 from msr_ray.recommender import adapter_dir
-from msr_ray.rundir import RunDir, RunDirLocked
+from msr_ray.rundir import RunDir, RunDirLocked, StaleLockTakenOver
 from tests.stages.conftest import TINY_SETTINGS, tiny_config
 
 SETTINGS = [
@@ -121,3 +121,22 @@ def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray
     resumed = run.read_table("user_summaries").select(columns).sort_by(order)
     uninterrupted = RunDir(clean.run_dir).read_table("user_summaries").select(columns)
     assert resumed.num_rows > 0 and resumed.equals(uninterrupted.sort_by(order))
+
+
+def test_an_s3_lock_heartbeats_and_a_dead_holders_lock_is_taken_over(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("MSR_RAY_LOCK_LEASE_S", "0.9")
+    run = RunDir(_uri(s3_endpoint, "lease"))
+    with run.lock():
+        first = run.read_json("_LOCK")["heartbeat"]
+        time.sleep(1.0)
+        assert run.read_json("_LOCK")["heartbeat"] > first  # refreshed while held
+        with pytest.raises(RunDirLocked, match="last heartbeat was"):
+            with RunDir(_uri(s3_endpoint, "lease"))._exclusive():
+                pass
+    assert not run.exists("_LOCK")
+    dead = {"host": "gone", "pid": 4242, "command": "msr-ray train", "since": 1.0}
+    run.write_json({**dead, "heartbeat": time.time() - 5}, "_LOCK")  # a killed holder's
+    with pytest.warns(StaleLockTakenOver, match=r"`msr-ray train` \(pid 4242 on gone"):
+        with run.lock():
+            assert run.read_json("_LOCK")["pid"] == os.getpid()
+    assert not run.exists("_LOCK")
