@@ -63,6 +63,20 @@ def lora_target(cfg: TrainConfig) -> str | list[str]:
     return rf".*language_model\..*\.({'|'.join(LANGUAGE_MODEL_LINEAR)})"
 
 
+def lora_config(cfg: TrainConfig):
+    """The ``peft.LoraConfig`` of a run: rank, alpha, dropout, target modules, projector."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target(cfg),
+        modules_to_save=["multi_modal_projector"] if cfg.train_projector else None,
+        task_type="CAUSAL_LM",
+    )
+
+
 def skip_inference_comm_kernel() -> None:
     """Keep DeepSpeed from compiling its shared-memory all-reduce kernel on CPU.
 
@@ -180,7 +194,7 @@ class SftRecipe:
         import deepspeed
         import ray.train
         import torch
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         from msr_ray.models.loading import load_model
         from msr_ray.recommender import Recommender
@@ -191,15 +205,7 @@ class SftRecipe:
         self.loaded = load_model(
             self.config.mllm.model_copy(update={"device": str(device)}), "mllm"
         )
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=lora_target(cfg),
-            modules_to_save=["multi_modal_projector"] if cfg.train_projector else None,
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(self.loaded.model, lora)
+        self.model = get_peft_model(self.loaded.model, lora_config(cfg))
         self.loaded.model = self.model
         self.recommender = Recommender(self.loaded, self.config)
         trainable = [p for p in self.model.parameters() if p.requires_grad]

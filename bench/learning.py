@@ -1,0 +1,161 @@
+"""How fast the recommender learns: test AUC against training minutes, arms side by side.
+
+    .venv/bin/python bench/learning.py --run-dir runs/demo \
+        --arm pipeline= --arm oracle=summaries:oracle --minutes 6
+
+Reads a finished synthetic run (``make demo``: dataset, item summaries, user summaries
+and samples) and, for each arm (a name and comma-separated config overrides of the run's
+config; ``summaries:oracle`` swaps every preference summary for one naming the user's
+latent current genre at that step), fine-tunes a fresh LoRA adapter on the run's
+training rows in this process (no Ray, no DeepSpeed: the same losses, optimizer and
+schedule as the train stage) for ``--minutes`` of training, and scores ``--eval-users``
+test lists after every ``--eval-every`` training minutes. Prints the curve and, per arm,
+what the scores follow (``msr_ray.data.synthetic_signal``). Scoring time does not count
+as training time. The oracle arm bounds what the recommender can learn from summaries in
+that many minutes; the pipeline arm is what ``make demo`` trains on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from msr_ray.config import PipelineConfig, parse_config, with_overrides
+from msr_ray.data.synthetic_signal import _World, auc
+from msr_ray.models.loading import load_model
+from msr_ray.models.prompts import PREFERENCE_PREFIX
+from msr_ray.models.scoring import listwise_loss, sft_loss
+from msr_ray.recommender import Recommender, candidate_rows
+from msr_ray.rundir import RunDir
+from msr_ray.sft_recipe import linear_schedule, lora_config
+from msr_ray.stages.train import prefix_unit_order
+
+
+def oracle_summaries(config: PipelineConfig, rows: pa.Table) -> pa.Table:
+    """``rows`` with each summary replaced by the user's latent genre at its step."""
+    world = _World.of(config.prepare.synthetic)
+    text = []
+    for user, step in zip(rows["user_id"].to_pylist(), rows["step"].to_pylist(), strict=True):
+        genre = world.users[user].genre_at(max(0, step - 1))
+        text.append(f"{PREFERENCE_PREFIX} {genre} videos.")
+    return rows.set_column(rows.schema.get_field_index("summary"), "summary", pa.array(text))
+
+
+def test_lists(rows: pa.Table, users: int) -> pa.Table:
+    """The first ``users`` test lists (by group name)."""
+    groups = sorted(set(rows["group"].to_pylist()))[:users]
+    return rows.filter(pc.is_in(rows["group"], value_set=pa.array(groups, pa.string())))
+
+
+def mean_auc(recommender: Recommender, rows: pa.Table) -> float:
+    """Mean per-list AUC of the recommender's scores."""
+    recommender.loaded.model.eval()
+    with torch.inference_mode():
+        scores = recommender.score(rows.to_pylist())
+    lists: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for g, y, s in zip(rows["group"].to_pylist(), rows["label"].to_pylist(), scores, strict=True):
+        lists[g][0].append(s)
+        lists[g][1].append(y)
+    return float(np.mean([auc(s, y) for s, y in lists.values()]))
+
+
+def run_arm(config: PipelineConfig, run: RunDir, oracle: bool, args) -> list[tuple]:
+    """Train one arm; the curve as (training minutes, epochs, test AUC, last loss)."""
+    from peft import get_peft_model
+
+    cfg = config.train
+    torch.manual_seed(cfg.seed)
+    train = candidate_rows(run, config, ("train",))
+    test = test_lists(candidate_rows(run, config, ("test",)), args.eval_users)
+    if oracle:
+        train, test = oracle_summaries(config, train), oracle_summaries(config, test)
+    loaded = load_model(config.mllm, "mllm")
+    model = get_peft_model(loaded.model, lora_config(cfg))
+    loaded.model = model
+    recommender = Recommender(loaded, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = train.num_rows // cfg.micro_batch_size
+    scheduler = linear_schedule(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    curve = [(0.0, 0.0, mean_auc(recommender, test), float("nan"))]
+    print(f"  0.0 min  epoch 0.00  test AUC {curve[-1][2]:.3f}", flush=True)
+    trained, next_eval, losses = 0.0, args.eval_every * 60, []
+    for epoch in range(cfg.epochs):
+        order = prefix_unit_order(train, cfg.seed + epoch)
+        rows = train.take(pa.array(order)).to_pylist()
+        for step in range(steps_per_epoch):
+            batch = rows[step * cfg.micro_batch_size : (step + 1) * cfg.micro_batch_size]
+            started = time.perf_counter()
+            model.train()
+            prompts, answers = recommender.prompts(batch), [bool(r["label"]) for r in batch]
+            if cfg.objective == "listwise":
+                loss, _ = listwise_loss(
+                    model, loaded, prompts, answers, [r["group"] for r in batch],
+                    cfg.max_length, cfg.prefix_gradient,
+                )  # fmt: skip
+            else:
+                loss, _ = sft_loss(
+                    model, loaded, prompts, answers, cfg.max_length, cfg.prefix_gradient
+                )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            trained += time.perf_counter() - started
+            losses.append(loss.item())
+            last = epoch == cfg.epochs - 1 and step == steps_per_epoch - 1
+            if trained >= next_eval or last:
+                next_eval += args.eval_every * 60
+                point = (
+                    trained / 60,
+                    epoch + (step + 1) / steps_per_epoch,
+                    mean_auc(recommender, test),
+                    float(np.mean(losses[-20:])),
+                )
+                curve.append(point)
+                print(
+                    f"  {point[0]:.1f} min  epoch {point[1]:.2f}  test AUC {point[2]:.3f}  "
+                    f"loss {point[3]:.3f}",
+                    flush=True,
+                )
+            if trained >= args.minutes * 60:
+                return curve
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument("--arm", action="append", default=[], help="NAME=k=v,k=v")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training minutes per arm")
+    parser.add_argument("--eval-every", type=float, default=1.0, help="training minutes")
+    parser.add_argument("--eval-users", type=int, default=25, help="test lists scored")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    run = RunDir(args.run_dir)
+    base = parse_config(run.read_text("config.yaml"), run.path("config.yaml"))
+    results = {}
+    for arm in args.arm or ["pipeline="]:
+        name, _, overrides = arm.partition("=")
+        settings = [o for o in overrides.split(",") if o]
+        oracle = "summaries:oracle" in settings
+        config = with_overrides(base, [o for o in settings if o != "summaries:oracle"])
+        print(f"{name}: {' '.join(settings) or 'the run config'}", flush=True)
+        results[name] = run_arm(config, run, oracle, args)
+    print("\narm            best AUC  final AUC  minutes")
+    for name, curve in results.items():
+        print(
+            f"{name:14s} {max(p[2] for p in curve):.3f}     {curve[-1][2]:.3f}      "
+            f"{curve[-1][0]:.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
