@@ -18,7 +18,13 @@ from msr_ray.cluster import VERBOSE_ENV
 from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
-from msr_ray.pipeline import STATUS_COUNTS, run_pipeline, run_stage, run_status
+from msr_ray.pipeline import (
+    STATUS_COUNTS,
+    current_without_writing,
+    run_pipeline,
+    run_stage,
+    run_status,
+)
 from msr_ray.rundir import (
     MissingStageOutput,
     NotARunDirectory,
@@ -139,6 +145,10 @@ def _result_line(summary: dict) -> str:
 
 
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
+    skipped = None if force else current_without_writing(command, config)
+    if skipped:  # nothing is written, not even a log: a read-only run can be "rerun"
+        click.echo(_result_line(skipped))
+        return
     try:
         with captured(RunDir(config.run_dir), command):
             summary = run_stage(command, config, force=force, address=address)

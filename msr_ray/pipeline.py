@@ -12,7 +12,7 @@ from typing import Any
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, dump_config
 from msr_ray.registry import STAGES, STAGES_BY_COMMAND
-from msr_ray.rundir import RunDir, absolute_location
+from msr_ray.rundir import NotARunDirectory, RunDir, absolute_location
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,10 @@ def run_stage(
     module = importlib.import_module(stage.module)
     run = RunDir(config.run_dir)
     with run.lock():
-        if not force and provenance.state(stage.output, config, run) == "current":
+        skipped = None if force else skipped_summary(command, config, run)
+        if skipped:
             log.info("%s: current output in %s, skipped", command, run.uri_of(stage.output))
-            marker = {k: v for k, v in run.completion(stage.output).items() if k != "files"}
-            output = run.uri_of(stage.output, marker["version"])
-            return {**marker, "stage": command, "skipped": True, "output": output}
+            return skipped
         provenance.check_upstream(stage.output, config, run)
         run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
         if force:
@@ -55,6 +54,26 @@ def run_stage(
         run.write_json(summary, "summaries", f"{stage.output}.json")
         log.info("%s: %s", command, json.dumps(summary, default=str))
         return summary
+
+
+def skipped_summary(command: str, config: PipelineConfig, run: RunDir) -> dict[str, Any] | None:
+    """The summary of skipping ``command`` when its output is current, else None (reads only)."""
+    stage = STAGES_BY_COMMAND[command]
+    if provenance.state(stage.output, config, run) != "current":
+        return None
+    marker = {k: v for k, v in run.completion(stage.output).items() if k != "files"}
+    output = run.uri_of(stage.output, marker["version"])
+    return {**marker, "stage": command, "skipped": True, "output": output}
+
+
+def current_without_writing(command: str, config: PipelineConfig) -> dict[str, Any] | None:
+    """``skipped_summary`` of a run that exists, read without the lock or any write: a
+    current stage is then skipped on a read-only filesystem too. None when it must run."""
+    try:
+        run = RunDir(absolute_location(config.run_dir), create=False)
+    except NotARunDirectory:
+        return None
+    return skipped_summary(command, config, run)
 
 
 def run_pipeline(

@@ -82,8 +82,11 @@ def test_prepare_writes_config_summary_and_skips_second_time(tmp_path):
     summary = json.loads((run_dir / "summaries" / "dataset.json").read_text())
     assert summary["skipped"] is False and summary["users"] == 20
     assert (run_dir / "config.yaml").read_text().count("num_users: 20") == 1
+    before = sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
     second = CliRunner().invoke(main, args)
     assert second.output.startswith("prepare: current, skipped")
+    # A current stage is skipped without writing anything: no log, no lock, no summary.
+    assert sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
     forced = CliRunner().invoke(main, [*args, "--force"])
     assert forced.output.startswith("prepare: done in ")
 
