@@ -9,9 +9,10 @@ config; ``summaries:oracle`` swaps every preference summary for one naming the u
 latent current genre at that step), fine-tunes a fresh LoRA adapter on the run's
 training rows in this process (no Ray, no DeepSpeed: the same losses, optimizer and
 schedule as the train stage) for ``--minutes`` of training, and scores ``--eval-users``
-test lists after every ``--eval-every`` training minutes. Prints the curve and, per arm,
-what the scores follow (``msr_ray.data.synthetic_signal``). Scoring time does not count
-as training time. The oracle arm bounds what the recommender can learn from summaries in
+test lists after every ``--eval-every`` training minutes (``loss:decision`` trains the
+binary cross-entropy of the Yes-vs-No margin alone). Prints each arm's curve (training
+minutes, epochs, test AUC, mean loss of the last 20 steps) and a table of the arms'
+best and final AUC. Scoring time does not count as training time. The oracle arm bounds what the recommender can learn from summaries in
 that many minutes; the pipeline arm is what ``make demo`` trains on.
 """
 
@@ -30,7 +31,13 @@ from msr_ray.config import PipelineConfig, parse_config, with_overrides
 from msr_ray.data.synthetic_signal import _World, auc
 from msr_ray.models.loading import load_model
 from msr_ray.models.prompts import PREFERENCE_PREFIX
-from msr_ray.models.scoring import listwise_loss, sft_loss
+from msr_ray.models.scoring import (
+    _answer_logits,
+    answer_ids,
+    encode_prompts,
+    listwise_loss,
+    sft_loss,
+)
 from msr_ray.recommender import Recommender, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import linear_schedule, lora_config
@@ -65,7 +72,23 @@ def mean_auc(recommender: Recommender, rows: pa.Table) -> float:
     return float(np.mean([auc(s, y) for s, y in lists.values()]))
 
 
-def run_arm(config: PipelineConfig, run: RunDir, oracle: bool, args) -> list[tuple]:
+def decision_loss(model, loaded, prompts, answers, prefix_gradient: bool) -> torch.Tensor:
+    """Binary cross-entropy of the Yes-vs-No margin alone (the pointwise loss without the
+    answer's fixed tokens, which take two thirds of its weight)."""
+    encoded = encode_prompts(loaded, prompts)
+    pad = loaded.tokenizer.pad_token_id
+    tails: list[list[int]] = [[] for _ in prompts]
+    logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
+    ids = answer_ids(loaded)
+    last = logits[:, -1].float()
+    margins = last[:, ids.yes] - last[:, ids.no]
+    labels = torch.tensor([float(a) for a in answers], device=margins.device)
+    return torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
+
+
+def run_arm(
+    config: PipelineConfig, run: RunDir, oracle: bool, decision_only: bool, args
+) -> list[tuple]:
     """Train one arm; the curve as (training minutes, epochs, test AUC, last loss)."""
     from peft import get_peft_model
 
@@ -94,7 +117,9 @@ def run_arm(config: PipelineConfig, run: RunDir, oracle: bool, args) -> list[tup
             started = time.perf_counter()
             model.train()
             prompts, answers = recommender.prompts(batch), [bool(r["label"]) for r in batch]
-            if cfg.objective == "listwise":
+            if decision_only:
+                loss = decision_loss(model, loaded, prompts, answers, cfg.prefix_gradient)
+            elif cfg.objective == "listwise":
                 loss, _ = listwise_loss(
                     model, loaded, prompts, answers, [r["group"] for r in batch],
                     cfg.max_length, cfg.prefix_gradient,
@@ -145,10 +170,11 @@ def main() -> None:
     for arm in args.arm or ["pipeline="]:
         name, _, overrides = arm.partition("=")
         settings = [o for o in overrides.split(",") if o]
-        oracle = "summaries:oracle" in settings
-        config = with_overrides(base, [o for o in settings if o != "summaries:oracle"])
+        oracle, decision = "summaries:oracle" in settings, "loss:decision" in settings
+        plain = [o for o in settings if o not in ("summaries:oracle", "loss:decision")]
+        config = with_overrides(base, plain)
         print(f"{name}: {' '.join(settings) or 'the run config'}", flush=True)
-        results[name] = run_arm(config, run, oracle, args)
+        results[name] = run_arm(config, run, oracle, decision, args)
     print("\narm            best AUC  final AUC  minutes")
     for name, curve in results.items():
         print(

@@ -72,9 +72,13 @@ def _uri(endpoint: str, name: str) -> str:
     return f"s3://test:test@runs/{name}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
 
 
-def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray_session):
-    """A pipeline on S3, killed while it summarizes users, resumes to the end; its user
-    summaries equal those of an uninterrupted (local) run of the same stages."""
+def test_pipeline_runs_on_s3_and_resumes_after_a_kill(
+    s3_endpoint, tmp_path, ray_session, monkeypatch
+):
+    """A pipeline on S3, killed while it summarizes users, resumes to the end once its
+    lock's lease runs out; its user summaries equal those of an uninterrupted (local) run
+    of the same stages."""
+    monkeypatch.setenv("MSR_RAY_LOCK_LEASE_S", "4")  # the killed command's and ours
     uri = _uri(s3_endpoint, "killed")
     config = tiny_config(uri, *SETTINGS)
     command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", uri]
@@ -92,12 +96,13 @@ def test_pipeline_runs_on_s3_and_resumes_after_a_kill(s3_endpoint, tmp_path, ray
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not run.is_complete("user_summaries")
-    # The killed command's lock object is still there: a clear error, then delete it.
-    with pytest.raises(RunDirLocked, match="delete"):
+    # The killed command's lock object is still there: refused while its heartbeat is
+    # fresh, taken over (with a warning naming it) once the lease has run out.
+    with pytest.raises(RunDirLocked, match="last heartbeat was"):
         run_pipeline(config)
-    run.fs.delete_file(run.path("_LOCK"))
-
-    summaries = run_pipeline(config)
+    time.sleep(4.5)
+    with pytest.warns(StaleLockTakenOver, match=r"cli\.py pipeline"):
+        summaries = run_pipeline(config)
     assert [s["stage"] for s in summaries][-1] == "evaluate"
     users = next(s for s in summaries if s["stage"] == "summarize-users")
     assert users["skipped_already_done"] > 0
