@@ -31,13 +31,7 @@ from msr_ray.config import PipelineConfig, parse_config, with_overrides
 from msr_ray.data.synthetic_signal import _World, auc
 from msr_ray.models.loading import load_model
 from msr_ray.models.prompts import PREFERENCE_PREFIX
-from msr_ray.models.scoring import (
-    _answer_logits,
-    answer_ids,
-    encode_prompts,
-    listwise_loss,
-    sft_loss,
-)
+from msr_ray.models.scoring import answer_margins, encode_prompts, listwise_loss, sft_loss
 from msr_ray.recommender import Recommender, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import linear_schedule, lora_config
@@ -75,13 +69,7 @@ def mean_auc(recommender: Recommender, rows: pa.Table) -> float:
 def decision_loss(model, loaded, prompts, answers, prefix_gradient: bool) -> torch.Tensor:
     """Binary cross-entropy of the Yes-vs-No margin alone (the pointwise loss without the
     answer's fixed tokens, which take two thirds of its weight)."""
-    encoded = encode_prompts(loaded, prompts)
-    pad = loaded.tokenizer.pad_token_id
-    tails: list[list[int]] = [[] for _ in prompts]
-    logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
-    ids = answer_ids(loaded)
-    last = logits[:, -1].float()
-    margins = last[:, ids.yes] - last[:, ids.no]
+    margins = answer_margins(model, loaded, encode_prompts(loaded, prompts), prefix_gradient)
     labels = torch.tensor([float(a) for a in answers], device=margins.device)
     return torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
 

@@ -299,6 +299,19 @@ def sft_loss(
     return loss, _tokens(encoded) + sum(map(len, targets))
 
 
+def answer_margins(
+    model, loaded: LoadedModel, encoded: EncodedPrompts, prefix_gradient: bool = True
+) -> torch.Tensor:
+    """logit(yes) - logit(no) at every encoded prompt's answer position, in fp32 (with
+    gradient when enabled; the shared prefixes with it only if ``prefix_gradient``)."""
+    pad = loaded.tokenizer.pad_token_id
+    tails: list[list[int]] = [[] for _ in encoded.suffixes]
+    logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
+    ids = answer_ids(loaded)
+    last = logits[:, -1].float()
+    return last[:, ids.yes] - last[:, ids.no]
+
+
 def listwise_loss(
     model,
     loaded: LoadedModel,
@@ -320,12 +333,7 @@ def listwise_loss(
     encoded = encode_prompts(loaded, prompts)
     targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
     _check_lengths(encoded, targets, max_length)
-    pad = loaded.tokenizer.pad_token_id
-    tails: list[list[int]] = [[] for _ in prompts]
-    logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
-    ids = answer_ids(loaded)
-    last = logits[:, -1].float()
-    margins = last[:, ids.yes] - last[:, ids.no]
+    margins = answer_margins(model, loaded, encoded, prefix_gradient)
     members: dict[str, list[int]] = {}
     for n, group in enumerate(groups):
         members.setdefault(group, []).append(n)
