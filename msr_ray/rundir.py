@@ -212,8 +212,8 @@ class RunDir:
             raise OutsideRunDirectory(
                 f"{self.uri_of(stage, COMPLETE_MARKER)} names version {str(version)[:80]!r}, "
                 "which is not a version folder's name: the marker was edited by hand or "
-                f"damaged. Rebuild the stage with --force, or delete {stage}/ "
-                "(nothing was changed)."
+                f"damaged. Nothing was changed; delete {stage}/{COMPLETE_MARKER} and rerun "
+                "to rebuild the stage (--force reads the marker too)."
             )
         return marker
 
@@ -299,7 +299,7 @@ class RunDir:
         committed = self.completion(stage)["version"] if self.is_complete(stage) else None
         for info in self.fs.get_file_info(pafs.FileSelector(self.path(stage))):
             name = info.base_name
-            if info.type == pafs.FileType.Directory and name.startswith("v") and name != committed:
+            if info.type == pafs.FileType.Directory and name != committed:
                 if VERSION_NAME.fullmatch(name):
                     self._delete(info.path, directory=True)
 

@@ -34,6 +34,10 @@ def test_a_marker_naming_a_path_as_its_version_is_refused_and_nothing_is_deleted
     with pytest.raises(OutsideRunDirectory):
         run.read_table("report")
     assert (victim / "keep.txt").read_text() == "precious"
+    marker_path.unlink()  # what the error says to do: the stage then rebuilds
+    _sealed(run)
+    assert run.read_table("report").num_rows == 1
+    assert (victim / "keep.txt").read_text() == "precious"
 
 
 def test_a_linked_lock_file_is_refused_and_its_target_keeps_its_bytes(tmp_path):
