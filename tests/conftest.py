@@ -31,7 +31,7 @@ def shared_dataset(name: str) -> Path:
 
 
 # The models tests compare results with in float32, whatever `dtype: auto` picks on this
-# machine (bfloat16 on a CPU with AVX-512 BF16): exact-equality tests (batched against
+# machine (bfloat16 on a CPU where bf16 is measured faster): exact-equality tests (batched against
 # one-by-one generation, shared-prefix against whole-prompt scores) hold in fp32, and bf16
 # is compared with fp32 by tests of its own.
 @pytest.fixture(scope="session")

@@ -37,13 +37,45 @@ def test_score_groups_by_user_and_equals_whole_prompt_scores(tiny_mllm, descript
     assert recommender.score(rows) == pytest.approx(score_full(tiny_mllm, prompts), abs=1e-5)
 
 
-def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+def _rates(fp32: float, bf16: float):
+    return lambda cache_dir=None: {"fp32_gflops": fp32, "bf16_gflops": bf16}
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_faster(monkeypatch):
     spec, cpu = ModelSpec(), torch.device("cpu")
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(loading, "cpu_matmul_rates", _rates(80.0, 185.0))  # an AVX-512 EPYC
     assert loading.resolve_dtype(spec, cpu) == torch.bfloat16
+    # A Xeon with AVX-512 BF16 measured here: bf16 slower than fp32, so auto stays fp32.
+    monkeypatch.setattr(loading, "cpu_matmul_rates", _rates(115.0, 74.0))
+    assert loading.resolve_dtype(spec, cpu) == torch.float32
+    monkeypatch.setattr(loading, "cpu_matmul_rates", _rates(100.0, 110.0))  # under 1.2x
+    assert loading.resolve_dtype(spec, cpu) == torch.float32
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(loading, "cpu_matmul_rates", _rates(80.0, 185.0))
     assert loading.resolve_dtype(spec, cpu) == torch.float32
     assert loading.resolve_dtype(ModelSpec(dtype="bfloat16"), cpu) == torch.bfloat16
+
+
+def test_cpu_matmul_rates_are_measured_once_and_shared_through_the_cache(monkeypatch, tmp_path):
+    measured = []
+
+    def measure():
+        measured.append(1)
+        return {"cpu": "x", "torch": "y", "fp32_gflops": 100.0 + len(measured),
+                "bf16_gflops": 50.0}  # fmt: skip
+
+    monkeypatch.setattr(loading, "measure_cpu_matmul", measure)
+    first = loading.cpu_matmul_rates(str(tmp_path))
+    again = loading.cpu_matmul_rates(str(tmp_path))
+    assert measured == [1]
+    assert first == again and first["fp32_gflops"] == 101.0
+
+
+def test_cpu_matmul_measurement_gives_positive_rates_for_both_dtypes():
+    rates = loading.measure_cpu_matmul()
+    assert rates["fp32_gflops"] > 0 and rates["bf16_gflops"] > 0
+    assert rates["torch"] == torch.__version__
 
 
 def test_native_bf16_detection_agrees_with_the_cpu_flags():

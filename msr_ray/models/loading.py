@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,8 +14,13 @@ import torch
 
 from msr_ray.config import ModelSpec
 from msr_ray.models import embedded
+from msr_ray.models.cache import build_once
 
 Kind = Literal["llm", "mllm"]
+# ``dtype: auto`` takes bf16 on a CPU only when its bf16 matmuls are at least this much
+# faster than fp32 ones, measured (some CPUs with AVX-512 BF16 run bf16 slower than fp32).
+BF16_MIN_SPEEDUP = 1.2
+MATMUL_FILE = "matmul.json"
 BUILT_IN = {
     ("embedded", "llm"): embedded.embedded_llm_dir,
     ("embedded", "mllm"): embedded.embedded_mllm_dir,
@@ -62,13 +71,75 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gflops(dtype: torch.dtype, seconds: float = 0.15) -> float:
+    """One thread's matmul rate at a 135M model's layer shape, best of three windows."""
+    a = torch.randn(256, 576, dtype=dtype)
+    b = torch.randn(576, 1536, dtype=dtype)
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds / 3:
+            a @ b
+            count += 1
+        best = max(best, count * flops / elapsed / 1e9)
+    return best
+
+
+def measure_cpu_matmul() -> dict[str, Any]:
+    """fp32 and bf16 matmul GFLOP/s of one thread of this CPU (about half a second)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32, bf16 = _gflops(torch.float32), _gflops(torch.bfloat16)
+    finally:
+        torch.set_num_threads(threads)
+    return {"cpu": _cpu_name(), "torch": torch.__version__, "fp32_gflops": fp32,
+            "bf16_gflops": bf16}  # fmt: skip
+
+
+def cpu_matmul_rates(cache_dir: str | None = None) -> dict[str, Any]:
+    """This CPU's measured fp32 and bf16 matmul rates, measured once per CPU model and
+    torch version and recorded in the model cache, so every process (every train worker
+    above all) reads the same figures and picks the same dtype."""
+    key = hashlib.sha256(f"{_cpu_name()}|{torch.__version__}".encode()).hexdigest()[:16]
+
+    def build(folder: Path) -> None:
+        (folder / MATMUL_FILE).write_text(json.dumps(measure_cpu_matmul(), indent=2))
+
+    folder = build_once(f"cpu-matmul-{key}", build, cache_dir)
+    return json.loads((folder / MATMUL_FILE).read_text())
+
+
+def cpu_prefers_bf16(cache_dir: str | None = None) -> bool:
+    """Whether bf16 is the faster dtype on this CPU: native bf16 (AVX-512 BF16 or AMX)
+    and measured bf16 matmuls at least ``BF16_MIN_SPEEDUP`` times fp32's."""
+    if not cpu_has_native_bf16():
+        return False
+    rates = cpu_matmul_rates(cache_dir)
+    return rates["bf16_gflops"] >= BF16_MIN_SPEEDUP * rates["fp32_gflops"]
+
+
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on CUDA with bf16 support and on a CPU with native bf16, else fp32."""
+    """``auto``: bfloat16 on CUDA with bf16 support and on a CPU where bf16 is measured
+    faster (``cpu_prefers_bf16``), else fp32."""
     if spec.dtype != "auto":
         return getattr(torch, spec.dtype)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_prefers_bf16(spec.cache_dir):
         return torch.bfloat16
     return torch.float32
 
