@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/serving.py --run-dir runs/demo      # any run that was evaluated
 
-Serves the run (Recommender + ProfileUpdater) on 127.0.0.1:8000 and sends real HTTP
+Serves the run (the Recommender ingress, Scorer replicas and the ProfileUpdater) on
+127.0.0.1:8000 and sends real HTTP
 requests, each one test user's candidate list (``--candidates``, 21 = the paper's 1
 positive + 20 negatives), from closed-loop clients. Prints, measured in this one run:
 
-1. p50/p99 latency and requests/s at 1, 4 and 16 concurrent clients (1 replica);
+1. p50/p99 latency and requests/s at 1, 4 and 16 concurrent clients (1 Scorer replica);
 2. cross-request batching on (``max_batch_requests`` 8) against off (1), at 4 clients;
-3. a kill drill: 2 replicas under 4 clients, one replica killed; requests failed and the
-   seconds until 2 replicas answer again.
+3. a kill drill: 2 Scorer replicas under 4 clients, one killed; requests failed (the
+   ingress retries the calls the dead replica held) and the seconds until 2 replicas
+   answer again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from msr_ray.cluster import init_ray
 from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir
 from msr_ray.serving.app import Recommender
+from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 
 URL = "http://127.0.0.1:8000/recommend"
@@ -50,10 +53,10 @@ def payloads(run: RunDir, candidates: int) -> list[bytes]:
 
 def deploy(run_dir: str, replicas: int, batch: int) -> None:
     settings = ServeConfig(run_dir=run_dir, max_batch_requests=batch, batch_wait_s=0.02)
+    args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
-    app = Recommender.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1}).bind(
-        updater, settings.model_dump()
-    )
+    scorer = Scorer.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1}).bind(args)
+    app = Recommender.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
     serve.run(app, name="recommender", route_prefix="/")
     post(PAYLOADS[0])  # warm up: the first forward pass of a replica is slower
 
@@ -115,7 +118,7 @@ def kill_drill(run_dir: str, seconds: float) -> str:
         return {
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if "Recommender" in a["name"] and a["namespace"] == "serve"
+            if "Scorer" in a["name"] and a["namespace"] == "serve"
         }
 
     def killer() -> None:
@@ -125,7 +128,7 @@ def kill_drill(run_dir: str, seconds: float) -> str:
         killed_at.append(time.perf_counter())
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         while True:  # a new replica, and Serve reports 2 running and healthy
-            status = serve.status().applications["recommender"].deployments["Recommender"]
+            status = serve.status().applications["recommender"].deployments["Scorer"]
             fresh = replicas() - before
             if (
                 fresh
@@ -141,8 +144,11 @@ def kill_drill(run_dir: str, seconds: float) -> str:
     results = load(4, None, seconds)
     thread.join()
     failed = sum(r[2] != 200 for r in results)
+    with urllib.request.urlopen(URL.rsplit("/", 1)[0] + "/stats", timeout=60) as response:
+        retried = json.loads(response.read()).get("scoring_retried", 0)
     return (
-        f"{len(results)} requests, {failed} failed; 2 replicas RUNNING again "
+        f"{len(results)} requests, {failed} failed ({retried} scoring calls retried on the "
+        f"other replica); 2 replicas RUNNING again "
         f"{recovered_at[0] - killed_at[0]:.1f} s after the kill"
     )
 

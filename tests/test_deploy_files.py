@@ -89,8 +89,23 @@ def test_rayservice_embeds_the_cluster_serve_config():
     gpu_per_pod = {
         int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for c in _containers(manifest)
     }
-    recommender = next(d for d in app.deployments if d.name == "Recommender")
-    assert recommender.ray_actor_options.num_gpus <= max(gpu_per_pod)
+    for deployment in app.deployments:
+        assert deployment.ray_actor_options.num_gpus <= max(gpu_per_pod)
+
+
+def test_serve_configs_name_the_deployments_the_app_binds():
+    from msr_ray.serving.app import build_app
+
+    bound = build_app({"run_dir": "runs/x"})
+    names = {bound._bound_deployment.name}
+    names |= {arg._bound_deployment.name for arg in bound._bound_deployment.init_args[:2]}
+    assert names == {"Recommender", "ProfileUpdater", "Scorer"}
+    for name in ("recommender.yaml", "recommender-cluster.yaml"):
+        config = yaml.safe_load((ROOT / "serve_configs" / name).read_text())
+        app = ServeDeploySchema.model_validate(config).applications[0]
+        assert {d.name for d in app.deployments} == names
+        scorer = next(d for d in app.deployments if d.name == "Scorer")
+        assert scorer.autoscaling_config  # the model's replicas scale with load
 
 
 def test_cluster_yaml_is_an_example_that_names_existing_files():

@@ -6,7 +6,10 @@ with the user's preference summary, which online events keep current.
 
 A FastAPI ingress: ``POST /recommend``, ``GET /users/{id}``, ``POST /users/{id}/events``,
 ``GET /healthz``, ``GET /stats``, the browse page at ``/`` and the OpenAPI docs at
-``/docs``. Requests arriving together are scored in one batch (``serve.batch``); replicas
+``/docs``. The ingress holds the catalog and builds each request's candidate rows; the
+``Scorer`` deployment (``serving/scorer.py``) holds the model and scores requests arriving
+together in one batch. A scoring call whose replica dies is retried once (on another
+replica: Serve's router drops a dead one), so a lost replica fails no request. Both
 autoscale on ongoing requests (see the serve config). Events go to the single
 ``ProfileUpdater`` (``serving/updater.py``). Bad requests get a JSON error with status 400
 (malformed), 404 (unknown user or item) or 413 (too large), and are counted by reason in
@@ -24,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from msr_ray.config import ServeConfig
@@ -38,6 +42,7 @@ from msr_ray.serving.requests import (
     parse_events,
     parse_request,
 )
+from msr_ray.serving.scorer import Scorer, run_key
 from msr_ray.serving.updater import ProfileUpdater, answer
 
 log = logging.getLogger(__name__)
@@ -65,19 +70,17 @@ class Served:
 
     settings: ServeConfig
     catalog: ServingCatalog
-    recommender: Any
 
 
 def _load(settings: ServeConfig) -> Served:
-    """The run's MLLM with the trained adapter merged, its items and summaries."""
-    from msr_ray.recommender import Recommender as Scorer
-    from msr_ray.recommender import adapter_dir, trained_config
+    """The run's items and summaries (the run must hold a trained adapter: the Scorer
+    deployment loads it)."""
+    from msr_ray.recommender import trained_config
 
     run = RunDir(settings.run_dir)
-    adapter = adapter_dir(run)  # first: a run without a trained adapter cannot serve
-    config = trained_config(run, settings.overrides)
+    config = trained_config(run, settings.overrides)  # refuses a run without `train`
     catalog = ServingCatalog.from_run(run, config.recommender.candidate_description)
-    return Served(settings, catalog, Scorer.load(config, adapter))
+    return Served(settings, catalog)
 
 
 def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
@@ -90,18 +93,20 @@ def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
 @serve.deployment(name="Recommender", max_ongoing_requests=8)
 @serve.ingress(http_api)
 class Recommender:
-    """One replica: ranks candidates with the run's recommender; events go to the updater."""
+    """One ingress replica: checks requests, builds candidate rows from the catalog and
+    has the Scorer rank them; events go to the updater."""
 
-    def __init__(self, profiles: DeploymentHandle, args: dict[str, Any]):
+    def __init__(self, profiles: DeploymentHandle, scorer: DeploymentHandle, args: dict[str, Any]):
         self.profiles = profiles
+        self.scorer = scorer
         self.args = args
         self.served = _load(ServeConfig.model_validate(args))
-        self._apply_batching(self.served.settings)
         self.counts: Counter[str] = Counter()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` over the app's args: a new run directory or overrides load
-        the new run beside the old one, then switch; batching knobs apply at once."""
+        the new run's catalog beside the old one, then switch (the Scorer loads its model
+        on the first request for it); batching knobs go with every scoring call."""
         settings = ServeConfig.model_validate({**self.args, **user_config})
         settings.run_dir = absolute_location(settings.run_dir)
         now = self.served.settings
@@ -109,12 +114,7 @@ class Recommender:
             self.served = await asyncio.to_thread(_load, settings)
             log.info("now serving %s", settings.run_dir)
         else:
-            self.served = Served(settings, self.served.catalog, self.served.recommender)
-        self._apply_batching(settings)
-
-    def _apply_batching(self, settings: ServeConfig) -> None:
-        self._score.set_max_batch_size(settings.max_batch_requests)
-        self._score.set_batch_wait_timeout_s(settings.batch_wait_s)
+            self.served = Served(settings, self.served.catalog)
 
     # -- routes ------------------------------------------------------------------------
 
@@ -281,7 +281,7 @@ class Recommender:
         online = await self._profile_call("latest", request.user_id)
         preference = Preference(online["summary"], online["step"])
         rows = served.catalog.candidate_rows(request, preference)
-        scores = await self._score((served.recommender, rows))
+        scores = await self._scores(served.settings, rows)
         ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
         ranking = [
             {"rank": n, "item_id": row["item_id"], "title": row["title"], "score": score}
@@ -296,23 +296,16 @@ class Recommender:
             "ranking": ranking,
         }
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
-    async def _score(self, work: list[tuple[Any, list[dict[str, Any]]]]) -> list[list[float]]:
-        """P(yes) of every candidate of the batched requests, off the event loop.
-
-        Each request carries the scorer it was admitted with, so a batch that spans a
-        reconfigure scores every request with its own run's model.
-        """
-        result: list[list[float]] = [[] for _ in work]
-        scorers = {id(scorer): scorer for scorer, _ in work}
-        for key, scorer in scorers.items():
-            mine = [n for n, (s, _) in enumerate(work) if id(s) == key]
-            scores = await asyncio.to_thread(scorer.score, [r for n in mine for r in work[n][1]])
-            start = 0
-            for n in mine:
-                result[n] = scores[start : start + len(work[n][1])]
-                start += len(work[n][1])
-        return result
+    async def _scores(self, settings: ServeConfig, rows: list[dict[str, Any]]) -> list[float]:
+        """The Scorer's P(yes) of every row; a call whose replica died is retried once
+        (scoring is idempotent, and the router no longer picks the dead replica)."""
+        batching = (settings.max_batch_requests, settings.batch_wait_s)
+        try:
+            return await self.scorer.score.remote(run_key(settings), batching, rows)
+        except RayActorError as exc:
+            self.counts["scoring_retried"] += 1
+            log.warning("scoring replica lost mid-request, retrying once: %s", exc)
+            return await self.scorer.score.remote(run_key(settings), batching, rows)
 
     def stats(self) -> dict[str, int]:
         """Requests answered and refused (by reason) by this replica."""
@@ -323,4 +316,5 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run`` / ``serve deploy``: args are a ServeConfig."""
     settings = ServeConfig.model_validate(args)
     settings.run_dir = absolute_location(settings.run_dir)
-    return Recommender.bind(ProfileUpdater.bind(), settings.model_dump())
+    args = settings.model_dump()
+    return Recommender.bind(ProfileUpdater.bind(), Scorer.bind(args), args)

@@ -1,5 +1,7 @@
 import asyncio
 import json
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +15,7 @@ from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
 from msr_ray.serving.app import Recommender
+from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 
 BASE = "http://127.0.0.1:8000"
@@ -42,17 +45,20 @@ def _post(body: bytes) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def _app(run: RunDir, scorers: int = 1):
+    args = ServeConfig(run_dir=run.root, max_candidates=10).model_dump()
+    updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
+    scorer = Scorer.options(num_replicas=scorers, ray_actor_options={"num_cpus": 0.5}).bind(args)
+    ingress = Recommender.options(ray_actor_options={"num_cpus": 0})
+    return ingress.bind(updater, scorer, args)
+
+
 @pytest.fixture
 def served(trained):
     config, run, _ = trained
     run_stage("evaluate", config)  # skipped when an earlier test ran it
     _write_summaries(run)
-    settings = ServeConfig(run_dir=run.root, max_candidates=10)
-    updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
-    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(
-        updater, settings.model_dump()
-    )
-    handle = serve.run(app, name="recommender", route_prefix="/")
+    handle = serve.run(_app(run), name="recommender", route_prefix="/")
     yield run, handle
     serve.shutdown()
 
@@ -145,7 +151,57 @@ def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
     replica_class = Recommender.func_or_class
     replica = replica_class.__new__(replica_class)
     with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
-        asyncio.run(replica.__init__(None, {"run_dir": str(tmp_path)}))
+        asyncio.run(replica.__init__(None, None, {"run_dir": str(tmp_path)}))
+    with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
+        Scorer.func_or_class({"run_dir": str(tmp_path)})
+
+
+def _scorer_replicas() -> list[str]:
+    import ray
+
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and "Scorer" in a["name"]
+    )
+
+
+def test_a_scoring_replica_killed_under_load_fails_no_request(trained):
+    """Clients keep posting while one of two Scorer replicas is killed: every request is
+    answered (the ingress retries the calls the dead replica held), and the answers
+    equal the ones given before the kill."""
+    import ray
+
+    config, run, _ = trained
+    run_stage("evaluate", config)
+    _write_summaries(run)
+    serve.run(_app(run, scorers=2), name="recommender", route_prefix="/")
+    try:
+        body = json.dumps({"user_id": "u0", "candidates": ["r0", "r1", "r2", "r3"]}).encode()
+        status, expected = _post(body)
+        assert status == 200 and len(_scorer_replicas()) == 2
+        results: list[tuple[int, dict]] = []
+        stop = time.monotonic() + 6
+
+        def client() -> None:
+            while time.monotonic() < stop:
+                results.append(_post(body))
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1)
+        victim = _scorer_replicas()[0]
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        for thread in clients:
+            thread.join()
+        assert len(results) > 8
+        assert [s for s, _ in results if s != 200] == []
+        assert all(answer["ranking"] == expected["ranking"] for _, answer in results)
+        status, stats = _get("/stats")
+        assert stats.get("scoring_retried", 0) >= 1  # calls did reach the dead replica
+    finally:
+        serve.shutdown()
 
 
 def test_every_id_a_dataset_keeps_reaches_its_profile_over_http(served):

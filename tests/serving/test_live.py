@@ -17,6 +17,7 @@ from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.recommender import trained_config
 from msr_ray.rundir import RunDir
 from msr_ray.serving.app import Recommender
+from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 from msr_ray.stages.users import STAGE, UserShard, persisted
 from tests.browser import Browser, chromium_or_skip
@@ -87,10 +88,10 @@ def _copy(run: RunDir, target) -> RunDir:
 
 def _serve(run_dir: str) -> None:
     settings = ServeConfig(run_dir=run_dir, max_candidates=12)
+    args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
-    app = Recommender.options(ray_actor_options={"num_cpus": 0.5}).bind(
-        updater, settings.model_dump()
-    )
+    scorer = Scorer.options(ray_actor_options={"num_cpus": 0.5}).bind(args)
+    app = Recommender.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
     serve.run(app, name="recommender", route_prefix="/")
 
 
@@ -162,8 +163,9 @@ def _deploy(run_dir: str, user_config: dict) -> dict:
                     {
                         "name": "Recommender",
                         "user_config": user_config,
-                        "ray_actor_options": {"num_cpus": 0.5},
+                        "ray_actor_options": {"num_cpus": 0},
                     },
+                    {"name": "Scorer", "ray_actor_options": {"num_cpus": 0.5}},
                     {"name": "ProfileUpdater", "ray_actor_options": {"num_cpus": 0}},
                 ],
             }
