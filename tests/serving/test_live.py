@@ -5,6 +5,7 @@ import json
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -200,6 +201,65 @@ def test_reconfigure_switches_runs_without_a_new_replica(live_run, tmp_path):
         status, ranked = _call("/recommend", {"user_id": "u2", "candidates": ["r0", "b5"]})
         assert status == 200 and ranked["summary_covers_items"] == 6
     finally:
+        serve.shutdown()
+
+
+# The ugliest id a dataset keeps (msr_ray.data.ids): spaces, URL and HTML metacharacters,
+# an encoded slash, quotes, accents, a symbol and an emoji.
+UGLY_USER = "a b?c#%2F&+'\"<x> ünï ☃ 🎬"
+
+
+def _rename_user(run: RunDir, old: str, new: str) -> None:
+    """Rewrite the dataset and the user summaries with user ``old`` named ``new``."""
+    sequences = run.read_table("dataset", "sequences.parquet").to_pylist()
+    for row in sequences:
+        row["user_id"] = new if row["user_id"] == old else row["user_id"]
+    items_table = run.read_table("dataset", "items.parquet")
+    with run.stage_output("dataset") as out:
+        out.write_table(items_table, "items.parquet")
+        out.write_table(pa.Table.from_pylist(sequences, schema=SEQUENCES), "sequences.parquet")
+    summaries = run.read_table("user_summaries")
+    users = [new if u == old else u for u in summaries["user_id"].to_pylist()]
+    column = summaries.schema.get_field_index("user_id")
+    summaries = summaries.set_column(
+        column, summaries.schema.field(column), pa.array(users, pa.string())
+    )
+    with run.stage_output(STAGE) as out:
+        out.write_table(summaries, "summaries.parquet")
+
+
+def test_browse_page_shows_and_updates_a_user_with_the_ugliest_id(live_run, tmp_path):
+    executable = chromium_or_skip()
+    fresh = _copy(live_run, tmp_path / "ugly")
+    _rename_user(fresh, "u1", UGLY_USER)
+    _serve(fresh.root)
+    browser = Browser(executable, tmp_path / "profile")
+    try:
+        browser.open(BASE + "/")
+        browser.wait_for("document.querySelectorAll('#ranking li').length === 10")
+        options = browser.evaluate(
+            "[...document.getElementById('user-select').options].map(o => o.value)"
+        )
+        assert UGLY_USER in options
+        browser.evaluate(
+            "(() => { const s = document.getElementById('user-select');"
+            f" s.value = {json.dumps(UGLY_USER)}; s.dispatchEvent(new Event('change')); }})()"
+        )
+        browser.wait_for(f"document.body.dataset.user === {json.dumps(UGLY_USER)}")
+        browser.wait_for("document.querySelectorAll('#ranking li').length === 10")
+        before = len(_call("/users/" + urllib.parse.quote(UGLY_USER, safe=""))[1]["history"])
+        browser.wait_for(f"document.querySelectorAll('#history li').length === {before}")
+        browser.evaluate("document.querySelector('#ranking li button.add-event').click()")
+        browser.wait_for(f"document.querySelectorAll('#history li').length === {before + 1}")
+        status, profile = _call("/users/" + urllib.parse.quote(UGLY_USER, safe=""))
+        assert status == 200 and profile["user_id"] == UGLY_USER
+        assert profile["online_items"] == 1 and len(profile["history"]) == before + 1
+        assert (
+            browser.evaluate("document.getElementById('summary').textContent")
+            == (profile["summary"])
+        )
+    finally:
+        browser.close()
         serve.shutdown()
 
 
