@@ -35,7 +35,9 @@ from msr_ray.models.scoring import answer_margins, encode_prompts, listwise_loss
 from msr_ray.recommender import Recommender, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import linear_schedule, lora_config
+from msr_ray.stages.samples import build_samples
 from msr_ray.stages.train import prefix_unit_order
+from msr_ray.tables import read_dataset
 
 
 def oracle_summaries(config: PipelineConfig, rows: pa.Table) -> pa.Table:
@@ -74,15 +76,34 @@ def decision_loss(model, loaded, prompts, answers, prefix_gradient: bool) -> tor
     return torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
 
 
+def arm_samples(config: PipelineConfig, base: PipelineConfig, run: RunDir) -> pa.Table | None:
+    """The samples an arm's ``samples.*`` settings build from the run's summaries (None
+    when they are the run's own, ``base``'s)."""
+    if config.samples == base.samples:
+        return None
+    items, sequences = read_dataset(run)
+    cfg = config.samples
+    table, _ = build_samples(
+        sequences, run.read_table("user_summaries"), items["item_id"].to_pylist(),
+        cfg.train_negatives, cfg.eval_negatives, cfg.seed, cfg.train_targets,
+    )  # fmt: skip
+    return table
+
+
 def run_arm(
-    config: PipelineConfig, run: RunDir, oracle: bool, decision_only: bool, args
+    config: PipelineConfig,
+    base: PipelineConfig,
+    run: RunDir,
+    oracle: bool,
+    decision_only: bool,
+    args,
 ) -> list[tuple]:
     """Train one arm; the curve as (training minutes, epochs, test AUC, last loss)."""
     from peft import get_peft_model
 
     cfg = config.train
     torch.manual_seed(cfg.seed)
-    train = candidate_rows(run, config, ("train",))
+    train = candidate_rows(run, config, ("train",), arm_samples(config, base, run))
     test = test_lists(candidate_rows(run, config, ("test",)), args.eval_users)
     if oracle:
         train, test = oracle_summaries(config, train), oracle_summaries(config, test)
@@ -162,7 +183,7 @@ def main() -> None:
         plain = [o for o in settings if o not in ("summaries:oracle", "loss:decision")]
         config = with_overrides(base, plain)
         print(f"{name}: {' '.join(settings) or 'the run config'}", flush=True)
-        results[name] = run_arm(config, run, oracle, decision, args)
+        results[name] = run_arm(config, base, run, oracle, decision, args)
     print("\narm            best AUC  final AUC  minutes")
     for name, curve in results.items():
         print(

@@ -284,12 +284,16 @@ class RecommenderConfig(_Strict):
         order (image first, title last), which shares only the chat template's header.
     candidate_description: also show the candidate's item summary (from
         summarize-items) after its title; the paper shows only the title and the image.
+    description_words: cut that description to its first this many words (None: whole).
+        A small model's item summary says what the item is in its first sentence and
+        rambles after it; every word is a token of every candidate in training and scoring.
     max_image_side: the recommender sees candidate images resized to at most this side.
     batch_size: candidates scored in one forward pass.
     """
 
     prompt_order: Literal["shared-prefix", "paper"] = "shared-prefix"
     candidate_description: bool = False
+    description_words: int | None = Field(None, gt=0)
     max_image_side: int = Field(336, ge=16)
     batch_size: int = Field(24, gt=0)
 

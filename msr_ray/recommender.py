@@ -40,6 +40,8 @@ def candidate_prompt(
 ) -> SplitPrompt:
     """The split prompt of one candidate row (text-only when its image is unusable)."""
     description = row.get("description") if settings.candidate_description else None
+    if description:
+        description = prompts.first_words(description, settings.description_words)
     messages = prompts.recommend_prompt(
         domain, row["summary"], row["title"] or "", description, settings.prompt_order
     )
@@ -107,9 +109,17 @@ def item_descriptions(run: RunDir) -> dict[str, str]:
     return dict(zip(table["item_id"].to_pylist(), table["summary"].to_pylist(), strict=True))
 
 
-def candidate_rows(run: RunDir, config: PipelineConfig, splits: tuple[str, ...]) -> pa.Table:
-    """Samples of the given splits joined with their items (and item summaries when shown)."""
-    samples = run.read_table("samples")
+def candidate_rows(
+    run: RunDir,
+    config: PipelineConfig,
+    splits: tuple[str, ...],
+    samples: pa.Table | None = None,
+) -> pa.Table:
+    """Samples of the given splits joined with their items (and item summaries when shown).
+
+    ``samples`` replaces the run's samples table (a bench's rebuilt one).
+    """
+    samples = run.read_table("samples") if samples is None else samples
     samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
     items = run.read_table("dataset", "items.parquet", columns=ITEM_COLUMNS)
     if config.recommender.candidate_description:

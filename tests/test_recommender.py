@@ -37,6 +37,14 @@ def test_score_groups_by_user_and_equals_whole_prompt_scores(tiny_mllm, descript
     assert recommender.score(rows) == pytest.approx(score_full(tiny_mllm, prompts), abs=1e-5)
 
 
+def test_description_words_cut_the_shown_item_summary(tiny_mllm):
+    settings = {"candidate_description": True, "description_words": 3}
+    config = PipelineConfig(domain="video", recommender=RecommenderConfig(**settings))
+    prompts = Recommender(tiny_mllm, config).prompts(_rows())
+    assert "Its description: A clip about ..." in prompts[1].suffix
+    assert "topic" not in prompts[1].suffix
+
+
 def _rates(fp32: float, bf16: float):
     return lambda cache_dir=None: {"fp32_gflops": fp32, "bf16_gflops": bf16}
 

@@ -42,7 +42,7 @@ class HistoryItem:
     text: str = ""
 
 
-def _words(text: str, limit: int | None) -> str:
+def first_words(text: str, limit: int | None) -> str:
     """The first ``limit`` words of ``text`` (all of it when ``limit`` is None)."""
     words = text.split()
     if limit is None or len(words) <= limit:
@@ -116,12 +116,12 @@ def _history_lines(
     if style == "paper":
         return "\n".join(
             f"{start + n}. Title - '{it.title}', {noun} cover description - "
-            f"{_words(it.description, item_words)}"
+            f"{first_words(it.description, item_words)}"
             for n, it in enumerate(items)
         )
     return "\n".join(
         f"{start + n}. '{it.title}'.{' ' + it.text.strip() if it.text.strip() else ''} "
-        f"Description: {_words(it.description, item_words)}"
+        f"Description: {first_words(it.description, item_words)}"
         for n, it in enumerate(items)
     )
 
