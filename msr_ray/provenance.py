@@ -37,6 +37,7 @@ _RECOMMENDER = (
     "mllm",
     "recommender.prompt_order",
     "recommender.candidate_description",
+    "recommender.description_words",
     "recommender.max_image_side",
 )
 

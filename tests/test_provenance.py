@@ -142,7 +142,8 @@ def test_training_fingerprint_follows_what_training_reads(tmp_path):
     assert provenance.fingerprint("train", drill, run) == name  # a drill resumes the same run
     for same in ("mllm.num_threads=4", "evaluate.max_actors=5", "recommender.batch_size=3"):
         assert provenance.fingerprint("train", with_overrides(config, [same]), run) == name
-    for changed in ("train.learning_rate=0.1", "train.seed=3", "recommender.prompt_order=paper"):
+    changes = ("train.learning_rate=0.1", "train.seed=3", "recommender.prompt_order=paper")
+    for changed in (*changes, "recommender.description_words=5"):
         assert provenance.fingerprint("train", with_overrides(config, [changed]), run) != name
     with run.stage_output("samples") as out:
         out.write_table(pa.table({"x": [1]}))
