@@ -99,13 +99,15 @@ def test_shipped_serve_configs_are_valid_for_ray_and_for_the_app(name, host, gpu
     args = ServeConfig.model_validate(app.args)
     assert args.max_candidates == 100 and args.max_body_bytes == 64 * 1024
     deployments = {d.name: d for d in app.deployments}
-    assert set(deployments) == {"Recommender", "ProfileUpdater"}  # the app's deployment names
-    recommender, updater = deployments["Recommender"], deployments["ProfileUpdater"]
-    autoscaling = recommender.autoscaling_config
+    assert set(deployments) == {"Recommender", "Scorer", "ProfileUpdater"}  # what the app binds
+    ingress, scorer = deployments["Recommender"], deployments["Scorer"]
+    updater = deployments["ProfileUpdater"]
+    autoscaling = scorer.autoscaling_config  # the model's replicas scale with load
     assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
-    assert recommender.max_queued_requests > 0
-    assert recommender.ray_actor_options.num_gpus == gpus
-    ServeConfig.model_validate({**app.args, **recommender.user_config})  # hot-reload keys
+    assert ingress.max_queued_requests > 0
+    assert scorer.ray_actor_options.num_gpus == gpus  # the model's GPU
+    assert ingress.ray_actor_options.num_gpus == 0  # the ingress holds no model
+    ServeConfig.model_validate({**app.args, **ingress.user_config})  # hot-reload keys
     assert updater.num_replicas == 1  # the single writer of profile updates
 
 
