@@ -45,8 +45,8 @@ def _post(body: bytes) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def _app(run: RunDir, scorers: int = 1):
-    args = ServeConfig(run_dir=run.root, max_candidates=10).model_dump()
+def _app(run: RunDir, scorers: int = 1, **settings):
+    args = ServeConfig(run_dir=run.root, max_candidates=10, **settings).model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(num_replicas=scorers, ray_actor_options={"num_cpus": 0.5}).bind(args)
     ingress = Recommender.options(ray_actor_options={"num_cpus": 0})
@@ -175,7 +175,10 @@ def test_a_scoring_replica_killed_under_load_fails_no_request(trained):
     config, run, _ = trained
     run_stage("evaluate", config)
     _write_summaries(run)
-    serve.run(_app(run, scorers=2), name="recommender", route_prefix="/")
+    # Each Scorer replica waits 0.5 s for a batch to fill (4 clients never fill 8), so at
+    # the kill the victim surely holds calls in flight.
+    app = _app(run, scorers=2, max_batch_requests=8, batch_wait_s=0.5)
+    serve.run(app, name="recommender", route_prefix="/")
     try:
         body = json.dumps({"user_id": "u0", "candidates": ["r0", "r1", "r2", "r3"]}).encode()
         status, expected = _post(body)
