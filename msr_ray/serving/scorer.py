@@ -94,10 +94,3 @@ class Scorer:
                 result[n] = scores[start : start + len(work[n][1])]
                 start += len(work[n][1])
         return result
-
-    def healthz(self) -> dict[str, Any]:
-        """The runs this replica has loaded and its replica id."""
-        return {
-            "replica": serve.get_replica_context().replica_id.unique_id,
-            "runs": [key[0] for key in self.loaded],
-        }
