@@ -51,9 +51,12 @@ def _answer_tokens(processor, answer: str) -> tuple[int, ...]:
         )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise ValueError("the answer changes how the prompt tokenizes; cannot locate its tokens")
-    return tuple(full_ids[len(prompt_ids) :])
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        return tuple(full_ids[len(prompt_ids) :])
+    # The answer merges with the prompt's last characters (a tokenizer that splits a
+    # trailing "\n\n" otherwise than "\n\nYes"): prompts are tokenized on their own at
+    # training and scoring alike, so the answer's tokens are its own text's.
+    return tuple(tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,16 @@ class EncodedPrompts:
     """Token ids of split prompts: each distinct prefix once, each candidate's suffix.
 
     owner[i] is the index in ``prefixes`` of candidate i's prefix.
+    vision: every other tensor the processor returned for the suffixes' images, as the
+        model's forward names them (``pixel_values``; ``image_sizes`` for LLaVA-NeXT's
+        anyres tiles; ``pixel_attention_mask`` for Idefics3's), floating ones in the
+        model's dtype. The prefixes hold no images, so these go with the suffixes' pass.
     """
 
     prefixes: list[list[int]]
     owner: list[int]
     suffixes: list[list[int]]
-    pixel_values: torch.Tensor | None
+    vision: dict[str, torch.Tensor]
 
 
 def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> EncodedPrompts:
@@ -133,10 +140,21 @@ def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> Encod
         ids[mask.bool()].tolist()
         for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
     ]
-    pixels = batch.get("pixel_values")
-    if pixels is not None:
-        pixels = pixels.to(loaded.device, loaded.dtype)
-    return EncodedPrompts(prefixes, owner, suffixes, pixels)
+    vision = {
+        key: _on_device(value, loaded)
+        for key, value in batch.items()
+        if key not in TEXT_INPUTS and torch.is_tensor(value)
+    }
+    return EncodedPrompts(prefixes, owner, suffixes, vision)
+
+
+# What a processor returns for the text, which scoring rebuilds from the token ids.
+TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
+
+
+def _on_device(value: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
+    value = value.to(loaded.device)
+    return value.to(loaded.dtype) if value.is_floating_point() else value
 
 
 def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,9 +221,8 @@ def _answer_logits(
         "position_ids": _positions(suffix_mask, prefix_mask.sum(dim=1)),
         "cache": cache,
         "logits_to_keep": keep,
+        **encoded.vision,
     }
-    if encoded.pixel_values is not None:
-        inputs["pixel_values"] = encoded.pixel_values
     return model(**inputs).logits
 
 
@@ -218,9 +235,8 @@ def _full_logits(model, encoded: EncodedPrompts, pad: int, device) -> torch.Tens
         "attention_mask": mask,
         "position_ids": _positions(mask),
         "logits_to_keep": 1,
+        **encoded.vision,
     }
-    if encoded.pixel_values is not None:
-        inputs["pixel_values"] = encoded.pixel_values
     return model(**inputs).logits
 
 
