@@ -108,7 +108,7 @@ def run_arm(
     if oracle:
         train, test = oracle_summaries(config, train), oracle_summaries(config, test)
     loaded = load_model(config.mllm, "mllm")
-    model = get_peft_model(loaded.model, lora_config(cfg))
+    model = get_peft_model(loaded.model, lora_config(cfg, loaded.model))
     loaded.model = model
     recommender = Recommender(loaded, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
