@@ -18,6 +18,7 @@ from msr_ray.cluster import VERBOSE_ENV
 from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
+from msr_ray.models.families import UnsupportedModel
 from msr_ray.pipeline import (
     STATUS_COUNTS,
     current_without_writing,
@@ -42,6 +43,7 @@ USER_ERRORS = (
     NotARunDirectory,
     RunDirLocked,
     OutsideRunDirectory,
+    UnsupportedModel,
 )
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"

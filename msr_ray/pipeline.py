@@ -11,6 +11,7 @@ from typing import Any
 
 from msr_ray import provenance
 from msr_ray.config import PipelineConfig, dump_config
+from msr_ray.models.families import check_models
 from msr_ray.registry import STAGES, STAGES_BY_COMMAND
 from msr_ray.rundir import NotARunDirectory, RunDir, absolute_location
 
@@ -28,6 +29,7 @@ def run_stage(
     that ran (a skipped stage leaves it alone).
     """
     config = config.model_copy(update={"run_dir": absolute_location(config.run_dir)})
+    check_models({"mllm": config.mllm, "llm": config.llm})
     stage = STAGES_BY_COMMAND[command]
     module = importlib.import_module(stage.module)
     run = RunDir(config.run_dir)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from msr_ray.config import ModelSpec
-from msr_ray.models import embedded
+from msr_ray.models import embedded, families
 from msr_ray.models.cache import build_once
 
 Kind = Literal["llm", "mllm"]
@@ -145,7 +145,8 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_dir(spec: ModelSpec, kind: Kind) -> Path:
-    """The local folder a spec names; built-in names are built into the cache first."""
+    """The local folder a spec names; built-in names are built into the cache first.
+    A checkpoint of a refused family raises ``families.UnsupportedModel``."""
     if spec.name in ("embedded", "tiny"):
         return BUILT_IN[(spec.name, kind)](spec.cache_dir)
     path = Path(spec.name).expanduser()
@@ -154,6 +155,7 @@ def resolve_model_dir(spec: ModelSpec, kind: Kind) -> Path:
             f"model '{spec.name}' is not 'embedded', 'tiny' or a local folder; "
             "msr-ray never downloads from a hub: download the checkpoint first and give its path"
         )
+    families.check_family(path, kind, spec.name)
     return path
 
 
