@@ -9,6 +9,7 @@ from msr_ray.config import ModelSpec, TrainConfig
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest, _eos_ids, generate, render
 from msr_ray.models.loading import load_model
+from msr_ray.models.lora import lora_config
 from msr_ray.models.scoring import (
     answer_ids,
     answer_tokens,
@@ -18,7 +19,6 @@ from msr_ray.models.scoring import (
     sft_loss,
     split_prompt,
 )
-from msr_ray.sft_recipe import lora_config
 from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES
 
 # Sizes whose anyres grids (LLaVA-NeXT) and tile counts (Idefics3) differ.
