@@ -21,7 +21,8 @@ SETTINGS = [
     "evaluate.max_actors=1",
     "evaluate.bootstrap_samples=20",
 ]
-# Each MLLM family with one of the LLM families as the user summarizer.
+# Each MLLM family with one of the LLM families as the user summarizer (the third, Mistral,
+# summarizes users below; LLaVA-1.5 is the embedded and tiny models every other test runs).
 PAIRS = [("llava-next", "llama3"), ("idefics3", "qwen2")]
 
 
@@ -56,3 +57,16 @@ def test_every_stage_and_the_export_run_on_the_family(mllm, llm, tmp_path, ray_s
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "export")
     AutoProcessor.from_pretrained(tmp_path / "export")
     assert type(model).__name__.lower().startswith(mllm.replace("-", ""))
+
+
+def test_the_user_summarizer_runs_on_mistral(tmp_path, ray_session):
+    from msr_ray.pipeline import run_stage
+
+    llm_dir = LLM_FAMILIES["mistral"](tmp_path / "mistral")
+    config = tiny_config(tmp_path / "run", f"llm.name={llm_dir}", *SETTINGS)
+    for command in ("prepare", "summarize-items"):
+        run_stage(command, config)
+    users = run_stage("summarize-users", config)
+    assert users["users_failed"] == {} and users["summaries_now"] == users["summaries"] > 0
+    table = RunDir(str(tmp_path / "run")).read_table("user_summaries")
+    assert set(table["model"].to_pylist()) == {str(llm_dir)}
