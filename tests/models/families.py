@@ -9,11 +9,12 @@ tokens, the image tokens and the end-of-turn token are the family's own.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
-from msr_ray.models.embedded import embedded_llm_dir
+from msr_ray.models.embedded import embedded_llm_dir, tiny_mllm_dir
 
 # The tiny language model every family shares (sizes as the `tiny` built-in's).
 TEXT = dict(
@@ -156,6 +157,13 @@ def build_llava_next(out: Path) -> Path:
     return _save(out, model, processor, tokenizer, tokenizer.eos_token)
 
 
+def build_llava(out: Path) -> Path:
+    """LLaVA-1.5: the ``tiny`` built-in's folder (a CLIP tower at 56 pixels, 5 image
+    tokens per image whatever its size), copied as a user's own checkpoint."""
+    shutil.copytree(tiny_mllm_dir(), out, dirs_exist_ok=True)
+    return out
+
+
 def build_idefics3(out: Path) -> Path:
     """Idefics3 / SmolVLM: images split into up to 2x2 tiles of 56 pixels plus a global
     one, each tile 4 image tokens after pixel shuffle; a 56x112 image and a 112x112 one
@@ -230,5 +238,9 @@ def build_mistral(out: Path) -> Path:
     return _build_llm(out, MistralForCausalLM, MistralConfig, MISTRAL_TEMPLATE, [], eos)
 
 
-MLLM_FAMILIES = {"llava-next": build_llava_next, "idefics3": build_idefics3}
+MLLM_FAMILIES = {
+    "llava": build_llava,
+    "llava-next": build_llava_next,
+    "idefics3": build_idefics3,
+}
 LLM_FAMILIES = {"llama3": build_llama3, "qwen2": build_qwen2, "mistral": build_mistral}
