@@ -11,6 +11,11 @@ the generation prompt). Both are tokenized separately and concatenated, at train
 at scoring time alike, so a prompt has one token sequence however it is computed: as one
 sequence (``score_full``), or as the prefix's KV cache computed once and expanded over
 the candidates (``score_shared``), which gives the same scores for a fraction of the work.
+
+Position ids are computed here, not by the model, since a cached prefix and left padding
+inside the concatenation are layouts the model's own defaults do not know: 1-D ids that
+count real tokens, or, for a model with 3-D rotary positions (M-RoPE, the Qwen2-VL
+family), the model's own ``get_rope_index`` over each whole prefix + suffix sequence.
 """
 
 from __future__ import annotations
@@ -172,6 +177,25 @@ def _positions(mask: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tenso
     return positions.masked_fill(mask == 0, 1)
 
 
+def _rope_index_owner(model):
+    """The module that computes M-RoPE positions (``get_rope_index``), or None."""
+    model = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+    return next((m for m in model.modules() if hasattr(m, "get_rope_index")), None)
+
+
+def _mrope_positions(owner, ids: torch.Tensor, mask: torch.Tensor, vision: dict) -> torch.Tensor:
+    """(3, batch, length) M-RoPE position ids of ``ids``, real tokens only (``mask``),
+    as the model computes them for its own whole-sequence forward."""
+    image_token = owner.config.image_token_id
+    positions, _ = owner.get_rope_index(
+        ids,
+        (ids == image_token).int(),
+        image_grid_thw=vision.get("image_grid_thw"),
+        attention_mask=mask,
+    )
+    return positions
+
+
 def _text_config(model):
     model = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
     config = model.config
@@ -215,10 +239,16 @@ def _answer_logits(
     rows = [s + t for s, t in zip(encoded.suffixes, tails, strict=True)]
     suffix_ids, suffix_mask = _left_pad(rows, pad, device)
     prefix_mask = prefix_mask.index_select(0, owner)
+    mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+    positions = _positions(suffix_mask, prefix_mask.sum(dim=1))
+    if (rope := _rope_index_owner(model)) is not None:
+        whole = torch.cat([prefix_ids.index_select(0, owner), suffix_ids], dim=1)
+        width = prefix_ids.shape[1]
+        positions = _mrope_positions(rope, whole, mask, encoded.vision)[:, :, width:]
     inputs: dict[str, Any] = {
         "input_ids": suffix_ids,
-        "attention_mask": torch.cat([prefix_mask, suffix_mask], dim=1),
-        "position_ids": _positions(suffix_mask, prefix_mask.sum(dim=1)),
+        "attention_mask": mask,
+        "position_ids": positions,
         "cache": cache,
         "logits_to_keep": keep,
         **encoded.vision,
@@ -230,10 +260,13 @@ def _full_logits(model, encoded: EncodedPrompts, pad: int, device) -> torch.Tens
     """Logits at the last position of every prefix + suffix, run as whole sequences."""
     rows = [encoded.prefixes[o] + s for o, s in zip(encoded.owner, encoded.suffixes, strict=True)]
     ids, mask = _left_pad(rows, pad, device)
+    positions = _positions(mask)
+    if (rope := _rope_index_owner(model)) is not None:
+        positions = _mrope_positions(rope, ids, mask, encoded.vision)
     inputs: dict[str, Any] = {
         "input_ids": ids,
         "attention_mask": mask,
-        "position_ids": _positions(mask),
+        "position_ids": positions,
         "logits_to_keep": 1,
         **encoded.vision,
     }
