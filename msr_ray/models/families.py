@@ -7,30 +7,44 @@ each tested one.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# MLLM families whose every stage (item summaries, SFT, prefix-shared scoring, serving)
-# is tested, by model_type.
+# MLLM families msr-ray is tested with, by model_type. LLaVA, LLaVA-NeXT and Idefics3
+# run every stage in the tests (item summaries, SFT, prefix-shared scoring, serving,
+# export); the Qwen-VL ones the model layer (generation, M-RoPE scoring, LoRA), since
+# their AutoProcessor needs torchvision.
 TESTED_MLLMS = {
     "llava": "LLaVA-1.5: a CLIP tower, a fixed number of image tokens per image",
     "llava_next": "LLaVA-NeXT (LLaVA-1.6): anyres tiles, a token count per image size",
     "idefics3": "Idefics3 / SmolVLM: image splitting into tiles plus a global image",
+    "qwen2_vl": "Qwen2-VL: a patch grid per image size, 3-D rotary positions (M-RoPE)",
+    "qwen2_5_vl": "Qwen2.5-VL: as Qwen2-VL, with windowed attention in the vision tower",
 }
 # LLM families tested as the user-preference summarizer.
 TESTED_LLMS = {"llama": "Llama (2, 3)", "qwen2": "Qwen2, Qwen2.5", "mistral": "Mistral"}
+# Families whose processor loads torchvision (for its video processor).
+NEEDS_TORCHVISION = {"qwen2_vl", "qwen2_5_vl"}
+REFUSED = {
+    "qwen3_vl": (
+        "untested: its vision tower feeds several language-model layers (deepstack) "
+        "and its positions carry timestamps; use Qwen2.5-VL, LLaVA-NeXT or Idefics3/SmolVLM"
+    )
+}
 
-_MROPE = (
-    "its language model places image tokens with 3-D rotary positions (M-RoPE), which "
-    "msr-ray's prefix-shared scoring and training do not compute yet; and its processor "
-    "needs torchvision, whose published wheel is built for CUDA torch and does not load "
-    "on the CPU torch msr-ray is tested with, so it is untested; use LLaVA-NeXT, "
-    "LLaVA-1.5 or Idefics3/SmolVLM"
-)
-REFUSED = {"qwen2_vl": _MROPE, "qwen2_5_vl": _MROPE, "qwen3_vl": _MROPE}
+
+@functools.cache
+def torchvision_error() -> str | None:
+    """Why torchvision does not import here, or None when it does."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # an import that fails inside its C extension too
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 class UnsupportedModel(ValueError):
@@ -52,6 +66,12 @@ def check_family(folder: Path, kind: str, name: str | None = None) -> str | None
     label = name or str(folder)
     if family in REFUSED:
         raise UnsupportedModel(f"model '{label}' is a {family} checkpoint: {REFUSED[family]}")
+    if family in NEEDS_TORCHVISION and (error := torchvision_error()):
+        raise UnsupportedModel(
+            f"model '{label}' is a {family} checkpoint, whose processor needs torchvision, "
+            f"which does not import here ({error}); install the torchvision build that "
+            "matches this torch (the published wheel is built for CUDA torch)"
+        )
     tested = TESTED_MLLMS if kind == "mllm" else TESTED_LLMS
     if family is not None and family not in tested:
         log.warning(

@@ -18,13 +18,13 @@ LANGUAGE_MODEL_LINEAR = (
 )
 
 # The module joining the vision tower to the language model, as each family names it:
-# LLaVA and LLaVA-NeXT's projector, Idefics3 / SmolVLM's connector.
-PROJECTORS = ("multi_modal_projector", "connector")
+# LLaVA and LLaVA-NeXT's projector, Idefics3 / SmolVLM's connector, Qwen2-VL's patch merger.
+PROJECTORS = ("multi_modal_projector", "connector", "merger")
 
 
 def language_model_name(model) -> str:
     """Module path of the model's language model: ``model.language_model`` (LLaVA,
-    LLaVA-NeXT), ``model.text_model`` (Idefics3), as ``get_decoder()`` finds it."""
+    LLaVA-NeXT, Qwen2-VL), ``model.text_model`` (Idefics3), as ``get_decoder()`` finds it."""
     decoder = model.get_decoder()
     return next(name for name, module in model.named_modules() if module is decoder)
 
