@@ -207,6 +207,116 @@ def build_idefics3(out: Path) -> Path:
     return _save(out, model, processor, tokenizer, "<end_of_utterance>")
 
 
+QWEN2_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def _build_qwen_vl(out: Path, model_class, config_class, vision: dict) -> Path:
+    """A Qwen-VL checkpoint: 14-pixel patches merged 2x2, so a 40x80 image and a 130x50
+    one get their own grids (``image_grid_thw``) and 3-D rotary positions (M-RoPE).
+    Saved as a download holds it; its processor needs torchvision (``qwen_vl_processor``
+    builds it without)."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    tokenizer = _tokenizer(QWEN2_VL_TOKENS)
+    tokenizer.chat_template = QWEN_TEMPLATE
+    rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}
+    text = dict(
+        TEXT,
+        vocab_size=len(tokenizer),
+        rope_parameters=rope,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    ids = {
+        f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+        for name in ("vision_start", "vision_end", "image_pad", "video_pad")
+    }
+    ids["image_token_id"], ids["video_token_id"] = (
+        ids.pop("image_pad_token_id"),
+        ids.pop("video_pad_token_id"),
+    )
+    config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    torch.manual_seed(0)
+    model = model_class(config)
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+    )
+    image_processor.save_pretrained(out)
+    return _save(out, model, tokenizer, tokenizer, "<|im_end|>")
+
+
+def build_qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL (see ``_build_qwen_vl``)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2)
+    return _build_qwen_vl(out, Qwen2VLForConditionalGeneration, Qwen2VLConfig, vision)
+
+
+def build_qwen2_5_vl(out: Path) -> Path:
+    """Qwen2.5-VL (see ``_build_qwen_vl``): windowed attention in the vision tower."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=32,
+        window_size=56,
+        fullatt_block_indexes=[1],
+    )
+    return _build_qwen_vl(out, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, vision)
+
+
+QWEN_VL_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
+
+
+def qwen_vl_processor(folder: Path):
+    """The real processor of a Qwen-VL ``folder`` without its video processor, the one
+    part that needs torchvision (whose published wheel does not load on a CPU torch);
+    images never reach it."""
+    import transformers
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+    from transformers.processing_utils import ProcessorMixin
+
+    from msr_ray.models.families import model_type
+
+    base = getattr(transformers, QWEN_VL_PROCESSORS[model_type(folder)])
+
+    class ImagesOnly(base):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return ProcessorMixin.check_argument_for_proper_class(self, argument_name, argument)
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return ImagesOnly(
+        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
+        tokenizer=tokenizer,
+        video_processor=None,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def load_qwen_vl(folder: Path):
+    """``load_model``'s ``LoadedModel`` of a Qwen-VL folder (fp32, CPU), with
+    ``qwen_vl_processor`` in place of ``AutoProcessor``, which needs torchvision."""
+    from transformers import AutoModelForImageTextToText
+
+    from msr_ray.models.loading import LoadedModel
+
+    processor = qwen_vl_processor(folder)
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(
+        folder, dtype=torch.float32, local_files_only=True
+    ).eval()
+    return LoadedModel(
+        model, processor, tokenizer, True, torch.device("cpu"), torch.float32, str(folder)
+    )
+
+
 def _build_llm(out: Path, model_class, config_class, template: str, special, eos: str):
     tokenizer = _tokenizer(special)
     tokenizer.chat_template = template
@@ -242,5 +352,9 @@ MLLM_FAMILIES = {
     "llava": build_llava,
     "llava-next": build_llava_next,
     "idefics3": build_idefics3,
+    "qwen2-vl": build_qwen2_vl,
+    "qwen2.5-vl": build_qwen2_5_vl,
 }
+# Families whose AutoProcessor needs torchvision (``load_qwen_vl`` loads them here).
+QWEN_VL = ("qwen2-vl", "qwen2.5-vl")
 LLM_FAMILIES = {"llama3": build_llama3, "qwen2": build_qwen2, "mistral": build_mistral}

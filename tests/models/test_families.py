@@ -19,7 +19,7 @@ from msr_ray.models.scoring import (
     sft_loss,
     split_prompt,
 )
-from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES
+from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES, QWEN_VL, load_qwen_vl
 
 # Sizes whose anyres grids (LLaVA-NeXT) and tile counts (Idefics3) differ.
 IMAGES = [
@@ -31,6 +31,8 @@ END_OF_TURN = {
     "llava": "<|im_end|>",
     "llava-next": "<|im_end|>",  # the template's eos_token, SmolLM2's
     "idefics3": "<end_of_utterance>",
+    "qwen2-vl": "<|im_end|>",
+    "qwen2.5-vl": "<|im_end|>",
     "llama3": "<|eot_id|>",
     "qwen2": "<|im_end|>",
     "mistral": "<|im_end|>",
@@ -40,6 +42,8 @@ END_OF_TURN = {
 @pytest.fixture(scope="module", params=sorted(MLLM_FAMILIES))
 def mllm(request, tmp_path_factory):
     folder = MLLM_FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
+    if request.param in QWEN_VL:  # their AutoProcessor needs torchvision
+        return request.param, load_qwen_vl(folder)
     return request.param, load_model(ModelSpec(name=str(folder), dtype="float32"), "mllm")
 
 
@@ -159,7 +163,7 @@ def test_lora_on_each_family_trains_its_language_model_and_projector(mllm):
     trained = [name for name, p in model.named_parameters() if p.requires_grad]
     assert any("lora_A" in name for name in trained)
     assert not any("vision" in name and "lora" in name for name in trained), family
-    assert any("projector" in name or "connector" in name for name in trained), family
+    assert any(n in name for n in ("projector", "connector", "merger") for name in trained)
     batch, answers = _batch(loaded)[:4], [True, False, False, True]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     losses = []
@@ -173,18 +177,26 @@ def test_lora_on_each_family_trains_its_language_model_and_projector(mllm):
     model.unload()  # the module-scoped model is shared with the other tests
 
 
-def test_a_qwen2_vl_checkpoint_is_refused_with_the_reason_before_any_stage_runs(tmp_path):
-    from transformers import Qwen2VLConfig
+def test_qwen_vl_needs_torchvision_and_qwen3_vl_is_refused_before_any_stage_runs(
+    tmp_path, monkeypatch
+):
+    from transformers import Qwen2VLConfig, Qwen3VLConfig
 
-    from msr_ray.models.families import UnsupportedModel
+    from msr_ray.models import families
     from msr_ray.pipeline import run_stage
     from tests.stages.conftest import tiny_config
 
-    folder = tmp_path / "qwen2-vl"
-    Qwen2VLConfig().save_pretrained(folder)  # what a download's config.json says
-    with pytest.raises(UnsupportedModel, match="qwen2_vl checkpoint: .*M-RoPE"):
-        load_model(ModelSpec(name=str(folder)), "mllm")
-    config = tiny_config(tmp_path / "run", f"mllm.name={folder}")
-    with pytest.raises(UnsupportedModel, match="torchvision"):
-        run_stage("prepare", config)
+    qwen2_vl, qwen3_vl = tmp_path / "qwen2-vl", tmp_path / "qwen3-vl"
+    Qwen2VLConfig().save_pretrained(qwen2_vl)  # what a download's config.json says
+    Qwen3VLConfig().save_pretrained(qwen3_vl)
+    monkeypatch.setattr(families, "torchvision_error", lambda: "ModuleNotFoundError: x")
+    with pytest.raises(families.UnsupportedModel, match="qwen2_vl checkpoint, .*torchvision"):
+        load_model(ModelSpec(name=str(qwen2_vl)), "mllm")
+    with pytest.raises(families.UnsupportedModel, match="qwen3_vl checkpoint: untested"):
+        load_model(ModelSpec(name=str(qwen3_vl)), "mllm")
+    for folder in (qwen2_vl, qwen3_vl):
+        with pytest.raises(families.UnsupportedModel):
+            run_stage("prepare", tiny_config(tmp_path / "run", f"mllm.name={folder}"))
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
+    monkeypatch.setattr(families, "torchvision_error", lambda: None)
+    assert families.check_family(qwen2_vl, "mllm") == "qwen2_vl"  # a machine that has it
