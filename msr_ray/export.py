@@ -15,6 +15,8 @@ import shutil
 from typing import Any
 
 from msr_ray.config import PipelineConfig
+from msr_ray.models.loading import resolve_model_dir
+from msr_ray.models.processors import save_processor
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.models.scoring import answer_ids
 from msr_ray.recommender import Recommender, adapter_dir, trained_config
@@ -65,7 +67,7 @@ def _write(
     loaded = recommender.loaded
     ids = answer_ids(loaded)
     loaded.model.save_pretrained(out)
-    loaded.processor.save_pretrained(out)
+    save_processor(loaded.processor, resolve_model_dir(config.mllm, "mllm"), out)
     train = run.completion("train")
     settings = {
         "prompt_version": RECOMMEND_PROMPT_VERSION,

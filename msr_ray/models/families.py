@@ -7,17 +7,14 @@ each tested one.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# MLLM families msr-ray is tested with, by model_type. LLaVA, LLaVA-NeXT and Idefics3
-# run every stage in the tests (item summaries, SFT, prefix-shared scoring, serving,
-# export); the Qwen-VL ones the model layer (generation, M-RoPE scoring, LoRA), since
-# their AutoProcessor needs torchvision.
+# MLLM families whose every stage (item summaries, SFT, prefix-shared scoring, serving,
+# export) is tested, by model_type.
 TESTED_MLLMS = {
     "llava": "LLaVA-1.5: a CLIP tower, a fixed number of image tokens per image",
     "llava_next": "LLaVA-NeXT (LLaVA-1.6): anyres tiles, a token count per image size",
@@ -27,24 +24,12 @@ TESTED_MLLMS = {
 }
 # LLM families tested as the user-preference summarizer.
 TESTED_LLMS = {"llama": "Llama (2, 3)", "qwen2": "Qwen2, Qwen2.5", "mistral": "Mistral"}
-# Families whose processor loads torchvision (for its video processor).
-NEEDS_TORCHVISION = {"qwen2_vl", "qwen2_5_vl"}
 REFUSED = {
     "qwen3_vl": (
         "untested: its vision tower feeds several language-model layers (deepstack) "
         "and its positions carry timestamps; use Qwen2.5-VL, LLaVA-NeXT or Idefics3/SmolVLM"
     )
 }
-
-
-@functools.cache
-def torchvision_error() -> str | None:
-    """Why torchvision does not import here, or None when it does."""
-    try:
-        import torchvision  # noqa: F401
-    except Exception as error:  # an import that fails inside its C extension too
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 class UnsupportedModel(ValueError):
@@ -66,12 +51,6 @@ def check_family(folder: Path, kind: str, name: str | None = None) -> str | None
     label = name or str(folder)
     if family in REFUSED:
         raise UnsupportedModel(f"model '{label}' is a {family} checkpoint: {REFUSED[family]}")
-    if family in NEEDS_TORCHVISION and (error := torchvision_error()):
-        raise UnsupportedModel(
-            f"model '{label}' is a {family} checkpoint, whose processor needs torchvision, "
-            f"which does not import here ({error}); install the torchvision build that "
-            "matches this torch (the published wheel is built for CUDA torch)"
-        )
     tested = TESTED_MLLMS if kind == "mllm" else TESTED_LLMS
     if family is not None and family not in tested:
         log.warning(

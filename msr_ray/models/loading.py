@@ -15,6 +15,7 @@ import torch
 from msr_ray.config import ModelSpec
 from msr_ray.models import embedded, families
 from msr_ray.models.cache import build_once
+from msr_ray.models.processors import load_processor
 
 Kind = Literal["llm", "mllm"]
 # ``dtype: auto`` takes bf16 on a CPU only when its bf16 matmuls are at least this much
@@ -161,12 +162,7 @@ def resolve_model_dir(spec: ModelSpec, kind: Kind) -> Path:
 
 def load_model(spec: ModelSpec, kind: Kind) -> LoadedModel:
     """Load the model and its processor/tokenizer in eval mode on the spec's device and dtype."""
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     torch.set_num_threads(spec.num_threads)
     folder = resolve_model_dir(spec, kind)
@@ -174,7 +170,7 @@ def load_model(spec: ModelSpec, kind: Kind) -> LoadedModel:
     dtype = resolve_dtype(spec, device)
     options = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
     if kind == "mllm":
-        processor = AutoProcessor.from_pretrained(folder, **options)
+        processor = load_processor(folder, **options)
         tokenizer = processor.tokenizer
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype, **options)
     else:

@@ -9,6 +9,7 @@ tokens, the image tokens and the end-of-turn token are the family's own.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -213,8 +214,8 @@ QWEN2_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|vid
 def _build_qwen_vl(out: Path, model_class, config_class, vision: dict) -> Path:
     """A Qwen-VL checkpoint: 14-pixel patches merged 2x2, so a 40x80 image and a 130x50
     one get their own grids (``image_grid_thw``) and 3-D rotary positions (M-RoPE).
-    Saved as a download holds it; its processor needs torchvision (``qwen_vl_processor``
-    builds it without)."""
+    Saved as a download holds it; without torchvision, ``load_model`` builds its
+    processor for images only (``msr_ray.models.processors``)."""
     from transformers import Qwen2VLImageProcessorPil
 
     tokenizer = _tokenizer(QWEN2_VL_TOKENS)
@@ -242,6 +243,10 @@ def _build_qwen_vl(out: Path, model_class, config_class, vision: dict) -> Path:
         size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
     )
     image_processor.save_pretrained(out)
+    # A download's video-processor config (its class needs torchvision to be built).
+    video = {"video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 14,
+             "temporal_patch_size": 2, "merge_size": 2}  # fmt: skip
+    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     return _save(out, model, tokenizer, tokenizer, "<|im_end|>")
 
 
@@ -267,54 +272,6 @@ def build_qwen2_5_vl(out: Path) -> Path:
         fullatt_block_indexes=[1],
     )
     return _build_qwen_vl(out, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, vision)
-
-
-QWEN_VL_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
-
-
-def qwen_vl_processor(folder: Path):
-    """The real processor of a Qwen-VL ``folder`` without its video processor, the one
-    part that needs torchvision (whose published wheel does not load on a CPU torch);
-    images never reach it."""
-    import transformers
-    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
-    from transformers.processing_utils import ProcessorMixin
-
-    from msr_ray.models.families import model_type
-
-    base = getattr(transformers, QWEN_VL_PROCESSORS[model_type(folder)])
-
-    class ImagesOnly(base):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument_name == "video_processor" and argument is None:
-                return None
-            return ProcessorMixin.check_argument_for_proper_class(self, argument_name, argument)
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return ImagesOnly(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
-        tokenizer=tokenizer,
-        video_processor=None,
-        chat_template=tokenizer.chat_template,
-    )
-
-
-def load_qwen_vl(folder: Path):
-    """``load_model``'s ``LoadedModel`` of a Qwen-VL folder (fp32, CPU), with
-    ``qwen_vl_processor`` in place of ``AutoProcessor``, which needs torchvision."""
-    from transformers import AutoModelForImageTextToText
-
-    from msr_ray.models.loading import LoadedModel
-
-    processor = qwen_vl_processor(folder)
-    tokenizer = processor.tokenizer
-    tokenizer.padding_side = "left"
-    model = AutoModelForImageTextToText.from_pretrained(
-        folder, dtype=torch.float32, local_files_only=True
-    ).eval()
-    return LoadedModel(
-        model, processor, tokenizer, True, torch.device("cpu"), torch.float32, str(folder)
-    )
 
 
 def _build_llm(out: Path, model_class, config_class, template: str, special, eos: str):
@@ -355,6 +312,4 @@ MLLM_FAMILIES = {
     "qwen2-vl": build_qwen2_vl,
     "qwen2.5-vl": build_qwen2_5_vl,
 }
-# Families whose AutoProcessor needs torchvision (``load_qwen_vl`` loads them here).
-QWEN_VL = ("qwen2-vl", "qwen2.5-vl")
 LLM_FAMILIES = {"llama3": build_llama3, "qwen2": build_qwen2, "mistral": build_mistral}

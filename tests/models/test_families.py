@@ -19,7 +19,7 @@ from msr_ray.models.scoring import (
     sft_loss,
     split_prompt,
 )
-from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES, QWEN_VL, load_qwen_vl
+from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES
 
 # Sizes whose anyres grids (LLaVA-NeXT) and tile counts (Idefics3) differ.
 IMAGES = [
@@ -42,8 +42,6 @@ END_OF_TURN = {
 @pytest.fixture(scope="module", params=sorted(MLLM_FAMILIES))
 def mllm(request, tmp_path_factory):
     folder = MLLM_FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
-    if request.param in QWEN_VL:  # their AutoProcessor needs torchvision
-        return request.param, load_qwen_vl(folder)
     return request.param, load_model(ModelSpec(name=str(folder), dtype="float32"), "mllm")
 
 
@@ -177,26 +175,40 @@ def test_lora_on_each_family_trains_its_language_model_and_projector(mllm):
     model.unload()  # the module-scoped model is shared with the other tests
 
 
-def test_qwen_vl_needs_torchvision_and_qwen3_vl_is_refused_before_any_stage_runs(
-    tmp_path, monkeypatch
-):
-    from transformers import Qwen2VLConfig, Qwen3VLConfig
+def test_a_qwen3_vl_checkpoint_is_refused_with_the_reason_before_any_stage_runs(tmp_path):
+    from transformers import Qwen3VLConfig
 
-    from msr_ray.models import families
+    from msr_ray.models.families import UnsupportedModel
     from msr_ray.pipeline import run_stage
     from tests.stages.conftest import tiny_config
 
-    qwen2_vl, qwen3_vl = tmp_path / "qwen2-vl", tmp_path / "qwen3-vl"
-    Qwen2VLConfig().save_pretrained(qwen2_vl)  # what a download's config.json says
-    Qwen3VLConfig().save_pretrained(qwen3_vl)
-    monkeypatch.setattr(families, "torchvision_error", lambda: "ModuleNotFoundError: x")
-    with pytest.raises(families.UnsupportedModel, match="qwen2_vl checkpoint, .*torchvision"):
-        load_model(ModelSpec(name=str(qwen2_vl)), "mllm")
-    with pytest.raises(families.UnsupportedModel, match="qwen3_vl checkpoint: untested"):
-        load_model(ModelSpec(name=str(qwen3_vl)), "mllm")
-    for folder in (qwen2_vl, qwen3_vl):
-        with pytest.raises(families.UnsupportedModel):
-            run_stage("prepare", tiny_config(tmp_path / "run", f"mllm.name={folder}"))
+    folder = tmp_path / "qwen3-vl"
+    Qwen3VLConfig().save_pretrained(folder)  # what a download's config.json says
+    with pytest.raises(UnsupportedModel, match="qwen3_vl checkpoint: untested"):
+        load_model(ModelSpec(name=str(folder)), "mllm")
+    with pytest.raises(UnsupportedModel, match="deepstack"):
+        run_stage("prepare", tiny_config(tmp_path / "run", f"mllm.name={folder}"))
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
-    monkeypatch.setattr(families, "torchvision_error", lambda: None)
-    assert families.check_family(qwen2_vl, "mllm") == "qwen2_vl"  # a machine that has it
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+def test_a_qwen_vl_processor_without_torchvision_processes_images_as_the_full_one(family, tmp_path):
+    from transformers import Qwen2VLImageProcessorPil
+
+    from msr_ray.models.processors import IMAGES_ONLY
+
+    folder = MLLM_FAMILIES[family](tmp_path)
+    loaded = load_model(ModelSpec(name=str(folder), dtype="float32"), "mllm")
+    processor = loaded.processor
+    assert type(processor).__name__ in IMAGES_ONLY.values()  # saved under the real name
+    assert "video_processor" not in processor.get_attributes()
+    image = IMAGES[1]
+    alone = Qwen2VLImageProcessorPil.from_pretrained(loaded.name)(
+        images=[image], return_tensors="pt"
+    )
+    text = render(loaded, prompts.item_fused_prompt("video", "T", "x"))
+    batch = processor(text=[text], images=[image], return_tensors="pt")
+    assert torch.equal(batch["pixel_values"], alone["pixel_values"])
+    assert torch.equal(batch["image_grid_thw"], alone["image_grid_thw"])
+    grid = alone["image_grid_thw"][0].prod().item() // 4  # merged 2x2
+    assert (batch["input_ids"] == processor.image_token_id).sum().item() == grid
