@@ -160,22 +160,25 @@ def embedded_mllm_dir(cache_dir: str | None = None) -> Path:
     return build_once("llava-smollm2-135m-v1", lambda out: _build_mllm(out, cache_dir), cache_dir)
 
 
+# The language model of the ``tiny`` models (and of the test families' tiny checkpoints).
+TINY_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+    # Larger than the usual 0.02: with width 32 and tied embeddings, 0.02 caps every
+    # logit near 0.6, so a tiny model could never answer Yes or No with confidence.
+    initializer_range=0.2,
+)
+
+
 def _tiny_text_config(vocab_size: int):
     from transformers import LlamaConfig
 
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        # Larger than the usual 0.02: with width 32 and tied embeddings, 0.02 caps every
-        # logit near 0.6, so a tiny model could never answer Yes or No with confidence.
-        initializer_range=0.2,
-    )
+    return LlamaConfig(vocab_size=vocab_size, **TINY_TEXT)
 
 
 def _build_tiny_llm(out: Path, cache_dir: str | None) -> None:

@@ -105,14 +105,13 @@ def encode(
             add_special_tokens=False,
             return_tensors="pt",
         )
-    out = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value):
-            value = value.to(loaded.device)
-            if value.is_floating_point():
-                value = value.to(loaded.dtype)
-        out[key] = value
-    return out
+    return {k: on_model(v, loaded) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def on_model(value: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
+    """``value`` on the model's device, and in its dtype when floating (pixels)."""
+    value = value.to(loaded.device)
+    return value.to(loaded.dtype) if value.is_floating_point() else value
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

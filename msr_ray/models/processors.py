@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # model_type -> the transformers processor class whose only torchvision part is video.
 IMAGES_ONLY = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
+VIDEO_CONFIG = "video_preprocessor_config.json"
 
 
 def load_processor(folder: Path, **options: Any):
@@ -68,10 +69,10 @@ def images_only_processor(folder: Path, family: str, **options: Any):
 
 
 def save_processor(processor, source: Path, out: str | Path) -> None:
-    """Save ``processor`` into ``out``, with the video-processor config of the folder it
-    came from (``source``) when it was loaded for images only, so ``out`` still loads
-    with the full processor where torchvision imports."""
+    """Save ``processor`` into ``out``, and the video-processor config of the folder it
+    came from (``source``) where the processor did not write one (it was loaded for
+    images only), so ``out`` loads with the full processor where torchvision imports."""
     processor.save_pretrained(out)
-    for name in ("video_preprocessor_config.json",):
-        if (Path(source) / name).is_file() and not (Path(out) / name).exists():
-            shutil.copyfile(Path(source) / name, Path(out) / name)
+    video, saved = Path(source) / VIDEO_CONFIG, Path(out) / VIDEO_CONFIG
+    if video.is_file() and not saved.exists():
+        shutil.copyfile(video, saved)

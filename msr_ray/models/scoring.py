@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from msr_ray.models.generation import render
+from msr_ray.models.generation import on_model, render
 from msr_ray.models.loading import LoadedModel
 from msr_ray.models.prompts import SPLIT, Messages
 
@@ -146,7 +146,7 @@ def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> Encod
         for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
     ]
     vision = {
-        key: _on_device(value, loaded)
+        key: on_model(value, loaded)
         for key, value in batch.items()
         if key not in TEXT_INPUTS and torch.is_tensor(value)
     }
@@ -155,11 +155,6 @@ def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> Encod
 
 # What a processor returns for the text, which scoring rebuilds from the token ids.
 TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
-
-
-def _on_device(value: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
-    value = value.to(loaded.device)
-    return value.to(loaded.dtype) if value.is_floating_point() else value
 
 
 def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@
 Each builder writes what a user's download holds (config, weights, processor or
 tokenizer, the family's own chat template and special tokens) into ``out`` in seconds.
 The tokenizers are SmolLM2's (the embedded model's, no download) with the family's
-special tokens added; the templates follow the families' published ones, so the answer
+special tokens added, and every language model is the ``tiny`` built-in's size
+(``TINY_TEXT``); the templates follow the families' published ones, so the answer
 tokens, the image tokens and the end-of-turn token are the family's own.
 """
 
@@ -15,19 +16,7 @@ from pathlib import Path
 
 import torch
 
-from msr_ray.models.embedded import embedded_llm_dir, tiny_mllm_dir
-
-# The tiny language model every family shares (sizes as the `tiny` built-in's).
-TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=2048,
-    tie_word_embeddings=True,
-    initializer_range=0.2,
-)
+from msr_ray.models.embedded import TINY_TEXT, embedded_llm_dir, tiny_mllm_dir
 
 # llava-v1.6-mistral's template: "[INST] <image>\n... [/INST]", answers end with "</s>".
 MISTRAL_TEMPLATE = (
@@ -133,7 +122,7 @@ def build_llava_next(out: Path) -> Path:
     pinpoints = [[56, 112], [112, 56], [112, 112]]
     config = LlavaNextConfig(
         vision_config=_clip(56, 28),
-        text_config=MistralConfig(vocab_size=len(tokenizer), **TEXT),
+        text_config=MistralConfig(vocab_size=len(tokenizer), **TINY_TEXT),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
@@ -189,7 +178,7 @@ def build_idefics3(out: Path) -> Path:
     )
     config = Idefics3Config(
         vision_config=vision,
-        text_config=LlamaConfig(vocab_size=len(tokenizer), **TEXT),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), **TINY_TEXT),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         tie_word_embeddings=True,
@@ -222,7 +211,7 @@ def _build_qwen_vl(out: Path, model_class, config_class, vision: dict) -> Path:
     tokenizer.chat_template = QWEN_TEMPLATE
     rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}
     text = dict(
-        TEXT,
+        TINY_TEXT,
         vocab_size=len(tokenizer),
         rope_parameters=rope,
         bos_token_id=tokenizer.bos_token_id,
@@ -278,7 +267,7 @@ def _build_llm(out: Path, model_class, config_class, template: str, special, eos
     tokenizer = _tokenizer(special)
     tokenizer.chat_template = template
     torch.manual_seed(0)
-    model = model_class(config_class(vocab_size=len(tokenizer), **TEXT))
+    model = model_class(config_class(vocab_size=len(tokenizer), **TINY_TEXT))
     return _save(out, model, tokenizer, tokenizer, eos)
 
 
