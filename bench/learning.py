@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from msr_ray.config import PipelineConfig, parse_config, with_overrides
+from msr_ray.data.sampling import build_samples
 from msr_ray.data.synthetic_signal import _World, auc
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import lora_config
@@ -36,7 +37,6 @@ from msr_ray.models.scoring import answer_margins, encode_prompts, listwise_loss
 from msr_ray.recommender import Recommender, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import linear_schedule
-from msr_ray.stages.samples import build_samples
 from msr_ray.stages.train import prefix_unit_order
 from msr_ray.tables import read_dataset
 
@@ -83,11 +83,9 @@ def arm_samples(config: PipelineConfig, base: PipelineConfig, run: RunDir) -> pa
     if config.samples == base.samples:
         return None
     items, sequences = read_dataset(run)
-    cfg = config.samples
     table, _ = build_samples(
-        sequences, run.read_table("user_summaries"), items["item_id"].to_pylist(),
-        cfg.train_negatives, cfg.eval_negatives, cfg.seed, cfg.train_targets,
-    )  # fmt: skip
+        sequences, run.read_table("user_summaries"), items["item_id"].to_pylist(), config.samples
+    )
     return table
 
 

@@ -19,12 +19,12 @@ import time
 import pyarrow as pa
 
 from msr_ray.cluster import init_ray
-from msr_ray.config import load_config
+from msr_ray.config import SamplesConfig, load_config
 from msr_ray.data.histories import boundaries, train_histories
+from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import RunDir
-from msr_ray.stages.samples import build_samples
 from msr_ray.tables import read_dataset
 
 SUMMARY = "The user appears to have a preference for colourful, upbeat videos (step {step})."
@@ -69,10 +69,7 @@ def _prepare(run_dir: str, users: int) -> None:
         sequences,
         pa.Table.from_pylist(summaries, schema=USER_SUMMARIES),
         items["item_id"].to_pylist(),
-        1,
-        20,
-        0,
-        "every-item",
+        SamplesConfig(train_targets="every-item"),
     )
     with run.stage_output("samples") as out:
         out.write_table(samples)

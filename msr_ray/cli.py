@@ -291,7 +291,7 @@ def _run_all(
 ) -> None:
     """Run the pipeline; with ``compare``, also score the baselines and write the report."""
     from msr_ray import provenance
-    from msr_ray.baselines.runner import BASELINES, run_baseline
+    from msr_ray.baselines.runner import BASELINES, baseline_name, run_baseline
     from msr_ray.report import build_report, collect_metrics
 
     try:
@@ -305,7 +305,8 @@ def _run_all(
             )
             if compare and run.is_complete("eval"):
                 with run.lock():
-                    for model, name in BASELINES.items():
+                    for model in BASELINES:
+                        name = baseline_name(model, config)
                         current = provenance.state("baselines", config, run, f"baselines/{name}")
                         if force or current != "current":
                             run_baseline(config, run, model)

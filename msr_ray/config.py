@@ -183,8 +183,11 @@ class PrepareConfig(_Strict):
     max_image_side: images are stored resized so that their longer side is at most this
         (each model then reads them at its own side: ``items.max_image_side``,
         ``recommender.max_image_side``).
-    max_users: keep a seeded random sample of this many users after the k-core (None =
-        all); the items kept are those the sampled users interacted with.
+    max_users: a smaller dataset: keep a seeded random sample of this many users after
+        the k-core (None = all); the items kept are those the sampled users interacted
+        with, so the catalogue, the negatives and what baselines learn from all shrink.
+        To evaluate on a sample of users of the whole dataset, use ``samples.eval_users``
+        and ``samples.train_users`` instead.
     sample_seed: seed of that user sample.
     synthetic: generator settings when ``source`` is ``synthetic``.
     columns: ``csv`` / ``parquet`` sources: the source's column for each of our names
@@ -243,6 +246,9 @@ class UsersConfig(_Strict):
         or ``recent`` (the previous preference first, each item's own text beside its
         summary, and a question for the genre and look the user prefers now).
     item_words: cut each item summary in a block to this many words (None = whole).
+    history_window: summarize only each user's this many most recent train items (None =
+        the whole history). Steps still count items of the whole history, so the first
+        summary of a user with n train items is at step n - history_window + block_size.
     num_shards: number of stateful shard actors; users are routed by crc32(user_id).
     max_batch_size: most users in one batched generate call.
     resources: per-shard resources.
@@ -252,6 +258,7 @@ class UsersConfig(_Strict):
     block_size: int = Field(3, gt=0)
     prompt: Literal["paper", "recent"] = "paper"
     item_words: int | None = Field(None, gt=0)
+    history_window: int | None = Field(None, gt=0)
     num_shards: int = Field(2, ge=1)
     max_batch_size: int = Field(16, gt=0)
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
@@ -267,12 +274,28 @@ class SamplesConfig(_Strict):
     train_negatives: negatives per positive for training (paper: 1).
     eval_negatives: negatives per valid/test positive (paper: 20).
     seed: negative sampling seed.
+    eval_users: give valid/test lists to a seeded sample of this many users only (None =
+        every user). The dataset, the catalogue the negatives come from and what the
+        baselines learn from stay whole: this samples the evaluation, not the data.
+    train_users: build training pairs for a seeded sample of this many users only (None =
+        the ``eval_users`` when those are set, else every user). Both samples are prefixes
+        of one seeded order of the users, so the smaller one lies inside the larger one.
+        With either set, `summarize-users` summarizes only the sampled users and
+        `summarize-items` only the items they read (their history windows, and every
+        candidate when ``recommender.candidate_description`` is on).
+    user_seed: seed of that order of the users.
+    max_train_groups: keep a seeded sample of at most this many training groups (None =
+        all).
     """
 
     train_targets: Literal["boundaries", "every-item"] = "every-item"
     train_negatives: int = Field(1, ge=1)
     eval_negatives: int = Field(20, ge=1)
     seed: int = 0
+    eval_users: int | None = Field(None, gt=0)
+    train_users: int | None = Field(None, gt=0)
+    user_seed: int = 0
+    max_train_groups: int | None = Field(None, gt=0)
 
 
 class RecommenderConfig(_Strict):
@@ -436,6 +459,9 @@ class BaselineConfig(_Strict):
     max_len: most recent items a model reads.
     epochs, batch_size, learning_rate: Adam training on next-item cross-entropy.
     seed: initialisation and shuffling seed.
+    train_users: ``all`` learns from every user's train split (how the baselines are
+        normally used); ``sampled`` only from the users ``samples.train_users`` selects,
+        what the MLLM recommender learns from. Its outputs are named ``<model>-sampled``.
     """
 
     hidden_size: int = Field(64, gt=0)
@@ -447,6 +473,7 @@ class BaselineConfig(_Strict):
     batch_size: int = Field(128, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     seed: int = 0
+    train_users: Literal["all", "sampled"] = "all"
 
 
 class PipelineConfig(_Strict):

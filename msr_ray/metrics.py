@@ -10,6 +10,9 @@ Each group is one user's candidate list with exactly one positive. Per group:
   rank <= K. A K larger than the list counts every positive as within K.
 
 Means are over groups; the 95% interval is a percentile bootstrap over groups (seeded).
+Two models scored on the same groups are compared by a paired bootstrap: the same
+resampled groups for both, so the interval of the difference excludes what the users
+themselves vary by.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def group_metrics(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> 
 
 
 def per_group(table: pa.Table, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Metric arrays over the groups of a table with columns group, label, score."""
+    """Metric arrays over the groups of a table with columns group, label, score (in
+    the order of the sorted group ids)."""
     groups = np.asarray(table["group"].to_pylist(), dtype=object)
     labels = np.asarray(table["label"].to_pylist(), dtype=np.int64)
     scores = np.asarray(table["score"].to_pylist(), dtype=np.float64)
@@ -72,6 +76,27 @@ def summarize(
             low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
         out[name] = {"mean": mean, "ci_low": low, "ci_high": high}
     return out
+
+
+def paired_difference(
+    first: pa.Table,
+    second: pa.Table,
+    metric: str = "auc",
+    ks: Sequence[int] = (5,),
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean of ``metric`` of ``first`` minus ``second`` over the same groups, with the 95%
+    paired-bootstrap interval. Both tables must hold exactly the same groups."""
+    groups = [sorted(set(t["group"].to_pylist())) for t in (first, second)]
+    if groups[0] != groups[1]:
+        raise ValueError(
+            f"a paired comparison needs the same candidate lists: {len(groups[0])} and "
+            f"{len(groups[1])} groups, {len(set(groups[0]) ^ set(groups[1]))} not in both"
+        )
+    difference = per_group(first, ks)[metric] - per_group(second, ks)[metric]
+    result = summarize({metric: difference}, bootstrap_samples, seed)[metric]
+    return {"groups": len(difference), **result}
 
 
 def evaluate_scores(

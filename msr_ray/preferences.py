@@ -28,10 +28,12 @@ class UserInputError(ValueError):
 
 @dataclass
 class UserState:
-    """What is known of one user: the history and the summary at each step done."""
+    """What is known of one user: the history, the summary at each step done, and the
+    first item the summaries read (``users.history_window``)."""
 
     history: list[str]
     summaries: dict[int, str] = field(default_factory=dict)
+    first: int = 0
 
     @property
     def step(self) -> int:
@@ -82,8 +84,9 @@ class PreferenceSummarizer:
         """
         if self.cfg.mode == "direct":
             done = state.summaries
-            return [s for s in boundaries(len(state.history), self.cfg.block_size) if s not in done]
-        step = next_boundary(len(state.history), self.cfg.block_size, state.summaries)
+            steps = boundaries(len(state.history), self.cfg.block_size, state.first)
+            return [s for s in steps if s not in done]
+        step = next_boundary(len(state.history), self.cfg.block_size, state.summaries, state.first)
         return [] if step is None else [step]
 
     def request(self, user: str, state: UserState, step: int):
@@ -91,17 +94,23 @@ class PreferenceSummarizer:
         from msr_ray.models.generation import ChatRequest
 
         if self.cfg.mode == "direct":
-            prefix = [self.catalog[item] for item in state.history[:step]]
+            prefix = [self.catalog[item] for item in state.history[state.first : step]]
             return ChatRequest(
                 prompts.user_direct_prompt(
                     self.domain, user, prefix, self.cfg.prompt, self.cfg.item_words
                 )
             )
-        start = block_start(step, self.cfg.block_size)
+        start = block_start(step, self.cfg.block_size, state.first)
         block = [self.catalog[item] for item in state.history[start:step]]
-        previous = state.summaries.get(start) if start else None
+        previous = state.summaries.get(start) if start > state.first else None
         messages = prompts.user_block_prompt(
-            self.domain, user, block, previous, start + 1, self.cfg.prompt, self.cfg.item_words
+            self.domain,
+            user,
+            block,
+            previous,
+            start - state.first + 1,
+            self.cfg.prompt,
+            self.cfg.item_words,
         )
         return ChatRequest(messages)
 

@@ -5,6 +5,9 @@ such as thread counts, actor counts and batch sizes left out), the msr-ray versi
 versions of the prompt templates that shape it (``msr_ray.models.prompts``), the
 committed versions of the upstream outputs it reads and, for ``prepare``, a listing of
 the source files (path, size, modification time) or the synthetic generator's version.
+The summaries of a run that samples its users also hash which users are summarized (and,
+for item summaries, the history window and what picks the candidates), so two samples
+that summarize the same users share their summaries.
 An output is **current** when its marker carries the fingerprint computed now and every
 upstream output is current; **stale** when it was built from something else; **missing**
 when never committed. Stages seal with their build's fingerprint and refuse to seal
@@ -24,6 +27,7 @@ import pyarrow.fs as pafs
 import msr_ray
 from msr_ray.config import PipelineConfig
 from msr_ray.data import synthetic
+from msr_ray.data.sampling import sample_users
 from msr_ray.models import prompts
 from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import MissingStageOutput, RunDir
@@ -60,7 +64,15 @@ PROVENANCE: dict[str, Provenance] = {
         ("dataset",),
     ),
     "user_summaries": Provenance(
-        ("domain", "llm", "users.mode", "users.block_size", "users.prompt", "users.item_words"),
+        (
+            "domain",
+            "llm",
+            "users.mode",
+            "users.block_size",
+            "users.prompt",
+            "users.item_words",
+            "users.history_window",
+        ),
         ("dataset", "item_summaries"),
     ),
     "samples": Provenance(("samples",), ("dataset", "user_summaries")),
@@ -171,6 +183,34 @@ def source_listing(config: PipelineConfig) -> list[tuple[str, int, int]]:
     )
 
 
+def summarized_users(output: str, config: PipelineConfig, run: RunDir) -> dict[str, Any] | None:
+    """What a sampled run's summaries depend on beyond their config fields: a digest of
+    the users summarized and, for item summaries, what selects the items (None when the
+    run summarizes every user and item, or has no dataset yet)."""
+    if output not in ("item_summaries", "user_summaries") or not run.is_complete("dataset"):
+        return None
+    users = run.read_table("dataset", "sequences.parquet", columns=["user_id"])["user_id"]
+    sample = sample_users(users.unique().to_pylist(), config.samples)
+    window = config.users.history_window
+    if output == "user_summaries" and not sample.is_sampled:
+        return None
+    if output == "item_summaries" and not sample.is_sampled and window is None:
+        return None
+    chosen = None
+    if sample.is_sampled:
+        summarized = sorted(u for u in users.unique().to_pylist() if sample.summarizes(u))
+        chosen = hashlib.sha256("\n".join(summarized).encode()).hexdigest()[:20]
+    reads: dict[str, Any] = {"users": chosen}
+    if output == "item_summaries":
+        reads["history_window"] = window
+        if config.recommender.candidate_description:
+            reads["candidates"] = {
+                "samples": config.samples.model_dump(mode="json"),
+                "block_size": config.users.block_size,
+            }
+    return reads
+
+
 def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
     """The fingerprint ``output`` gets when built now (from this config and run)."""
     spec = PROVENANCE[output]
@@ -190,6 +230,9 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
         "upstream": upstream,
         "source": source_listing(config) if output == "dataset" else [],
     }
+    reads = summarized_users(output, config, run)
+    if reads is not None:
+        record["reads"] = reads
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

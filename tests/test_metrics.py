@@ -4,7 +4,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from msr_ray.metrics import evaluate_scores, format_table, group_metrics, summarize
+from msr_ray.metrics import (
+    evaluate_scores,
+    format_table,
+    group_metrics,
+    paired_difference,
+    summarize,
+)
 
 
 def test_hand_computed_group():
@@ -60,3 +66,25 @@ def test_format_table_aligns_long_model_names():
     assert lines[0] == "test split (1 users)"
     assert len({len(line) for line in lines[1:]}) == 1  # every row as wide as the header
     assert lines[3].startswith("a-very-long-model-name ") and "1.000 [1.000,1.000]" in lines[3]
+
+
+def _scores(positive_scores: list[float], groups: list[str]) -> pa.Table:
+    """One positive (score given) and 4 negatives scored 1, 2, 3, 4 per group."""
+    rows = []
+    for group, positive in zip(groups, positive_scores, strict=True):
+        rows.append({"split": "test", "group": group, "label": 1, "score": positive})
+        rows += [{"split": "test", "group": group, "label": 0, "score": s} for s in (1, 2, 3, 4)]
+    return pa.Table.from_pylist(rows)
+
+
+def test_paired_difference_of_auc_on_the_same_lists():
+    groups = [f"g{n}" for n in range(40)]
+    better = _scores([4.5] * 20 + [2.5] * 20, groups)  # AUC 1 on half, 0.5 on half
+    worse = _scores([2.5] * 40, groups[::-1])  # AUC 0.5 everywhere, rows in another order
+    result = paired_difference(better, worse, "auc", bootstrap_samples=500, seed=1)
+    assert result["groups"] == 40 and result["mean"] == pytest.approx(0.25)
+    assert 0.1 < result["ci_low"] < 0.25 < result["ci_high"] < 0.4
+    same = paired_difference(worse, worse, "auc")
+    assert (same["mean"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same candidate lists"):
+        paired_difference(better, _scores([1.0] * 39, groups[:39]))

@@ -1,7 +1,8 @@
 """`msr-ray baseline`: train one baseline and score exactly the samples' valid/test candidates.
 
 Writes ``scores/<model>/`` (same columns as the evaluate stage) and
-``baselines/<model>/metrics.json``.
+``baselines/<model>/metrics.json``; with ``baselines.train_users: sampled`` the model
+learns only from the users ``samples.train_users`` selects and is named ``<model>-sampled``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from msr_ray.baselines.data import eval_groups, sequence_data, train_counts
 from msr_ray.baselines.models import GRU4Rec, SASRec
 from msr_ray.baselines.training import fit, score
 from msr_ray.config import PipelineConfig
+from msr_ray.data.sampling import run_sample
 from msr_ray.metrics import evaluate_scores
 from msr_ray.rundir import RunDir
 from msr_ray.tables import read_dataset, scores_table
@@ -24,13 +26,23 @@ from msr_ray.tables import read_dataset, scores_table
 BASELINES = {"pop": "popularity", "sasrec": "sasrec", "gru4rec": "gru4rec"}
 
 
+def baseline_name(model: str, config: PipelineConfig) -> str:
+    """The output name of baseline ``model`` under this config (``-sampled`` when it
+    learns from the sampled training users only)."""
+    suffix = "-sampled" if config.baselines.train_users == "sampled" else ""
+    return BASELINES[model] + suffix
+
+
 def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, Any]:
     """Train ``model`` (pop / sasrec / gru4rec) on the train split and score the samples."""
-    name = BASELINES[model]
     cfg = config.baselines
+    name = baseline_name(model, config)
     provenance.check_upstream("baselines", config, run)
     items, sequences = read_dataset(run)
     data = sequence_data(items, sequences)
+    if cfg.train_users == "sampled":
+        sample = run_sample(config, sequences)
+        data.train = {u: seq for u, seq in data.train.items() if sample.trains(u)}
     candidates = eval_groups(run.read_table("samples")).to_pylist()
     start = time.perf_counter()
     losses: list[float] = []
@@ -75,6 +87,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         out.write_table(table, "scores.parquet")
     summary = {
         "model": name,
+        "train_users": len(data.train),
         "train_seconds": round(seconds, 3),
         "epoch_losses": losses,
         "candidates": table.num_rows,

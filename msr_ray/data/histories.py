@@ -5,6 +5,10 @@ not a multiple of k. The summary at boundary s covers items [p, s) with
 p = ((s - 1) // k) * k and carries forward the summary at p (none when p = 0). A
 trailing partial block is summarized too, and summarized again from p when more
 items arrive, so an update equals a recomputation over the extended history.
+
+With ``users.history_window: w`` the summaries start at item a = max(0, n - w) of the
+batch history instead of 0 (``summary_start``): the boundaries are a + k, a + 2k, ...,
+still counted in items of the whole history, so a step means the same everywhere.
 """
 
 from __future__ import annotations
@@ -19,25 +23,34 @@ def shard_of(user_id: str, num_shards: int) -> int:
     return zlib.crc32(user_id.encode()) % num_shards
 
 
-def boundaries(length: int, block_size: int) -> list[int]:
-    """Steps (items consumed) at which a summary is written."""
-    steps = list(range(block_size, length + 1, block_size))
-    if length % block_size:
+def summary_start(length: int, window: int | None) -> int:
+    """The first item the summaries read of a batch history of ``length`` items: the
+    ``window`` most recent ones (None = all)."""
+    return 0 if window is None else max(0, length - window)
+
+
+def boundaries(length: int, block_size: int, first: int = 0) -> list[int]:
+    """Steps (items consumed) at which a summary is written, summaries starting at item
+    ``first``."""
+    steps = list(range(first + block_size, length + 1, block_size))
+    if (length - first) % block_size:
         steps.append(length)
     return steps
 
 
-def block_start(step: int, block_size: int) -> int:
+def block_start(step: int, block_size: int, first: int = 0) -> int:
     """First item index of the block that ends at ``step`` (also the step it continues)."""
-    return ((step - 1) // block_size) * block_size
+    return first + ((step - 1 - first) // block_size) * block_size
 
 
-def next_boundary(length: int, block_size: int, done: set[int] | dict[int, str]) -> int | None:
+def next_boundary(
+    length: int, block_size: int, done: set[int] | dict[int, str], first: int = 0
+) -> int | None:
     """The first boundary not yet summarized whose predecessor is (None when all are)."""
-    for step in boundaries(length, block_size):
+    for step in boundaries(length, block_size, first):
         if step not in done:
-            start = block_start(step, block_size)
-            return step if start == 0 or start in done else None
+            start = block_start(step, block_size, first)
+            return step if start == first or start in done else None
     return None
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msr_ray.config import PipelineConfig
-from msr_ray.data.histories import summaries_by_user, train_histories
+from msr_ray.data.histories import summaries_by_user, summary_start, train_histories
 from msr_ray.preferences import PreferenceSummarizer, UserState, apply, history_catalog
 from msr_ray.rundir import RunDir
 from msr_ray.serving.requests import RequestError
@@ -75,8 +75,10 @@ class ProfileStore:
             )
         key = user_key(user_id)
         history = list(self.histories.get(user_id, []))
+        first = summary_start(len(history), self.config.users.history_window)
         profile = Profile(
-            UserState(history, dict(self.batch_summaries[user_id])), batch_items=len(history)
+            UserState(history, dict(self.batch_summaries[user_id]), first),
+            batch_items=len(history),
         )
         for name in self.run.list_files(PROFILES, "events", key):
             event = self.run.read_json(PROFILES, "events", key, name)

@@ -4,7 +4,11 @@ dataset/items -> drop items already summarized (resume) -> blocks of one batch -
 (ItemSummarizer, ActorPoolStrategy) -> each finished batch appended durably to
 ``_parts/item_summaries/`` -> once every item has a row, the parts become the sealed
 ``item_summaries/`` table. A bad row (missing/corrupt image, empty text) gets ``error``
-set and the configured fallback; it never fails the job.
+set and the configured fallback; it never fails the job. A run that samples its users
+(``samples.eval_users`` / ``train_users``) or windows their histories
+(``users.history_window``) summarizes only the items it reads
+(``msr_ray.data.sampling.items_read``); the others keep no row, and a history shows their
+own text instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from msr_ray.blocks import dataset_in_blocks
 from msr_ray.config import ItemsConfig, ModelSpec, PipelineConfig
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.data.preprocess import dedupe
+from msr_ray.data.sampling import items_read
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest
@@ -124,13 +129,19 @@ def _unique(parts: pa.Table | None) -> pa.Table:
 
 
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
-    """Summarize every item not yet summarized; seal the table once all are done."""
+    """Summarize every item the run reads not yet summarized; seal the table once all are
+    done."""
     import ray.data
     from tqdm import tqdm
 
     cfg = config.items
     run.require("dataset")
     items = run.read_table("dataset", "items.parquet")
+    catalogue = items.num_rows
+    sequences = run.read_table("dataset", "sequences.parquet")
+    read = items_read(config, sequences, items["item_id"].to_pylist())
+    if read is not None:
+        items = items.filter(pc.is_in(items["item_id"], value_set=pa.array(sorted(read))))
     total = items.num_rows
     key = run.parts_key(STAGE)
     done = _unique(run.read_parts(STAGE, key))["item_id"]
@@ -167,6 +178,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     complete = table.num_rows >= total
     summary = {
         "items": total,
+        "items_not_read": catalogue - total,
         "summarized_now": written,
         "skipped_already_done": len(done),
         "failed_now": sum(errors.values()),

@@ -24,8 +24,9 @@ from typing import Any
 import pyarrow as pa
 
 from msr_ray.config import PipelineConfig
-from msr_ray.data.histories import boundaries, shard_of, train_histories
+from msr_ray.data.histories import boundaries, shard_of, summary_start, train_histories
 from msr_ray.data.preprocess import dedupe
+from msr_ray.data.sampling import run_sample
 from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.preferences import (
@@ -60,7 +61,7 @@ class UserShard:
         self.parts_key = parts_key
         plan = plan_users(config, self.run)
         self.users = {
-            user: UserState(list(history))
+            user: UserState(list(history), first=plan.first[user])
             for user, history in plan.histories.items()
             if shard_of(user, num_shards) == shard
         }
@@ -75,8 +76,9 @@ class UserShard:
         for row in mine.select(["user_id", "step", "summary"]).to_pylist():
             if shard_of(row["user_id"], self.num_shards) != self.shard:
                 continue
-            state = self.users.setdefault(row["user_id"], UserState([]))
-            state.summaries.setdefault(row["step"], row["summary"])
+            state = self.users.get(row["user_id"])
+            if state is not None:  # a part of this build holds only planned users
+                state.summaries.setdefault(row["step"], row["summary"])
 
     def _pending(self) -> list[tuple[str, int]]:
         """(user, step) for every block that can be summarized now, earliest steps first."""
@@ -141,36 +143,47 @@ class UserSummarizer:
 
 @dataclass
 class UserPlan:
-    """The users to summarize, the (user, step) rows expected, and the users refused."""
+    """The users to summarize (with the first item each one's summaries read), the
+    (user, step) rows expected, the users refused, and how many were not sampled."""
 
     histories: dict[str, list[str]]
+    first: dict[str, int]
     catalog: dict[str, prompts.HistoryItem]
     expected: set[tuple[str, int]]
     errors: Counter[str]
     examples: dict[str, str]
+    not_sampled: int
 
 
 def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
-    """Read the dataset and item summaries; check every history; list the expected rows."""
+    """Read the dataset and item summaries; check every sampled user's history window;
+    list the expected rows."""
     from msr_ray.tables import read_dataset
 
     _, sequences = read_dataset(run)
     catalog = history_catalog(run)
-    histories, errors, examples = {}, Counter(), {}
+    sample = run_sample(config, sequences)
+    cfg = config.users
+    histories, first, errors, examples = {}, {}, Counter(), {}
+    not_sampled = 0
     for user, history in train_histories(sequences).items():
+        if not sample.summarizes(user):
+            not_sampled += 1
+            continue
+        start = summary_start(len(history), cfg.history_window)
         try:
-            check_history(user, history, catalog)
+            check_history(user, history[start:], catalog)
         except UserInputError as exc:
             errors[exc.reason] += 1
             examples.setdefault(exc.reason, str(exc))
             continue
-        histories[user] = history
+        histories[user], first[user] = history, start
     expected = {
         (user, step)
         for user, history in histories.items()
-        for step in boundaries(len(history), config.users.block_size)
+        for step in boundaries(len(history), cfg.block_size, first[user])
     }
-    return UserPlan(histories, catalog, expected, errors, examples)
+    return UserPlan(histories, first, catalog, expected, errors, examples, not_sampled)
 
 
 def persisted(run: RunDir, key: str) -> pa.Table:
@@ -212,6 +225,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     calls = totals["generate_calls"]
     summary = {
         "users": len(plan.histories),
+        "users_not_sampled": plan.not_sampled,
         "users_failed": dict(plan.errors),
         "error_examples": plan.examples,
         "summaries": len(plan.expected),
@@ -225,6 +239,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         else None,
         "mode": cfg.mode,
         "block_size": cfg.block_size,
+        "history_window": cfg.history_window,
         "num_shards": cfg.num_shards,
     }
     with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:

@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 
 from msr_ray.baselines.runner import run_baseline
-from msr_ray.config import load_config
+from msr_ray.config import SamplesConfig, load_config
+from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import ITEMS, SEQUENCES
 from msr_ray.rundir import RunDir
-from msr_ray.stages.samples import build_samples
 
 NUM_ITEMS = 30
 
@@ -37,7 +37,9 @@ def _cyclic_run(run_dir) -> RunDir:
     with run.stage_output("dataset") as out:
         out.write_table(pa.Table.from_pylist(items, schema=ITEMS), "items.parquet")
         out.write_table(sequences, "sequences.parquet")
-    samples, _ = build_samples(sequences, None, [i["item_id"] for i in items], 1, 15, seed=0)
+    samples, _ = build_samples(
+        sequences, None, [i["item_id"] for i in items], SamplesConfig(eval_negatives=15)
+    )
     with run.stage_output("samples") as out:
         out.write_table(samples)
     return run

@@ -101,3 +101,23 @@ def test_direct_prompt_holds_the_whole_prefix_and_no_previous_summary(tmp_path):
     while direct.advance_round()["pending"]:
         pass
     assert sorted(direct.users["u"].summaries) == [3, 6, 8]
+
+
+def test_a_history_window_summarizes_the_recent_items_from_a_first_block_of_its_own(tmp_path):
+    history = [f"i{n}" for n in range(10)]
+    _dataset(tmp_path / "w", {"u": history, "short": history[:4]})
+    shard = UserShard(0, 1, tiny_config(tmp_path / "w", "users.history_window=6"))
+    assert (shard.users["u"].first, shard.users["short"].first) == (4, 0)
+    assert shard._pending() == [("short", 3), ("u", 7)]
+    first = shard.summarizer.request("u", shard.users["u"], 7).messages[0]["content"]
+    assert "previous preference" not in first  # the window's first block continues nothing
+    assert "1. Title - 'Title i4'" in first and "Title i3" not in first and "Title i7" not in first
+    shard.advance_round()
+    assert shard._pending() == [("short", 4), ("u", 10)]
+    second = shard.summarizer.request("u", shard.users["u"], 10).messages[0]["content"]
+    assert "previous preference" in second and "4. Title - 'Title i7'" in second
+    direct = UserShard(
+        0, 1, tiny_config(tmp_path / "w", "users.history_window=6", "users.mode=direct")
+    )
+    prefix = direct.summarizer.request("u", direct.users["u"], 10).messages[0]["content"]
+    assert all(f"Title i{n}'" in prefix for n in range(4, 10)) and "Title i3'" not in prefix
