@@ -26,6 +26,7 @@ import argparse
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ import pyarrow.compute as pc
 
 from msr_ray.baselines.runner import BASELINES, baseline_name, run_baseline
 from msr_ray.config import PipelineConfig, load_config, with_overrides
+from msr_ray.data.genre_signal import genre_scores, item_genres, named_genres, naming_share, profile
+from msr_ray.data.histories import latest_summaries, summary_start, train_histories
 from msr_ray.data.sampling import build_samples
 from msr_ray.metrics import evaluate_scores, format_table, paired_difference
 from msr_ray.pipeline import run_stage
@@ -150,6 +153,42 @@ def run_baselines(config: PipelineConfig, run: RunDir) -> dict[str, dict]:
     return report
 
 
+def genre_signal(config: PipelineConfig, run: RunDir, lists: pa.Table) -> dict[str, float]:
+    """What genre signal each stage of an arm keeps, on its test lists: the AUC of ranking
+    candidates by the genres of the whole train history, of the summarized window, and of
+    the genres the final user summary names; and the share of item summaries that name one
+    of their item's genres (``msr_ray.data.genre_signal``)."""
+    items, sequences = read_dataset(run)
+    genres = item_genres(items)
+    histories = train_histories(sequences)
+    users = set(lists["user_id"].to_pylist())
+    window = config.users.history_window
+    windows = {u: histories[u][summary_start(len(histories[u]), window) :] for u in users}
+    final = {u: text for u, (_, text) in latest_summaries(run.read_table("user_summaries")).items()}
+    described = run.read_table("item_summaries").select(["item_id", "summary"]).to_pylist()
+    profiles = {
+        "history": {u: profile(histories[u], genres) for u in users},
+        "window": {u: profile(windows[u], genres) for u in users},
+        "user_summary": {u: Counter(named_genres(final.get(u, ""))) for u in users},
+    }
+
+    def auc(scorer: dict) -> float:
+        table = genre_scores(lists, scorer, genres)
+        return evaluate_scores(table, (5,), 0)["test"]["auc"]["mean"]
+
+    return {
+        **{f"auc_by_{name}_genres": round(auc(p), 3) for name, p in profiles.items()},
+        "item_summaries_naming_a_genre": round(
+            naming_share({r["item_id"]: r["summary"] for r in described}, genres), 3
+        ),
+        "user_summaries_naming_a_window_genre": round(
+            sum(bool(named_genres(final.get(u, "")) & set(profiles["window"][u])) for u in users)
+            / len(users),
+            3,
+        ),
+    }
+
+
 def metrics_on(scores: pa.Table, config: PipelineConfig) -> dict:
     cfg = config.evaluate
     return evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
@@ -199,7 +238,12 @@ def main() -> None:
         ],
     )
     root = base.run_dir
-    report: dict = {"config": base.model_dump(mode="json"), "arms": {}, "paired_auc": []}
+    report: dict = {
+        "config": base.model_dump(mode="json"),
+        "arms": {},
+        "genre_signal": {},
+        "paired_auc": [],
+    }
     arm_scores: dict[str, pa.Table] = {}
     if args.baselines_only:
         baseline_config, baseline_run = base, RunDir(root)
@@ -214,7 +258,9 @@ def main() -> None:
         for arm in (a for a in ARMS if a.name in chosen):
             config = arm_config(base, root, arm, args.ablation_users)
             seconds = run_arm(config, root, arm)
-            arm_scores[arm.name] = test_scores(RunDir(config.run_dir), "mllm-msr")
+            arm_run = RunDir(config.run_dir)
+            arm_scores[arm.name] = test_scores(arm_run, "mllm-msr")
+            report["genre_signal"][arm.name] = genre_signal(config, arm_run, arm_scores[arm.name])
             report["arms"][arm.name] = {
                 "seconds": seconds,
                 "users": len(arm_scores[arm.name]["group"].unique()),
@@ -249,6 +295,10 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - started, 1)
     baseline_run.write_text(json.dumps(report, indent=2), "quality.json")
     print("\n\n".join(tables))
+    if report["genre_signal"]:
+        print("genre signal through the stages (AUC of ranking by genres; shares):")
+        for arm, signal in report["genre_signal"].items():
+            print(f"  {arm}: " + ", ".join(f"{k} {v:.3f}" for k, v in signal.items()))
     if lines:
         print("paired bootstrap, AUC difference [95% interval] on the same test lists:")
         print("\n".join(lines))

@@ -4,6 +4,8 @@ Same embedded LLM, the same 100 MovieLens-1M users with 9-item histories (3 bloc
 item descriptions from the genres; one run:
 
     .venv/bin/python bench/users.py [--dataset ../shared/datasets/movielens-1m] [--users 100]
+
+``--smoke`` runs the same code on the tiny LLM with 4 users (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from msr_ray import provenance
 from msr_ray.cluster import init_ray
 from msr_ray.config import load_config
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
@@ -64,7 +67,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true", help="tiny LLM, 4 users")
     args = parser.parse_args()
+    if args.smoke:
+        args.users, args.max_new_tokens = 4, 4
 
     base = tempfile.mkdtemp(prefix="msr-bench-users-")
     common = [
@@ -72,6 +78,7 @@ def main() -> None:
         "domain=movie",
         "prepare.source=movielens",
         f"prepare.path={args.dataset}",
+        *(["llm.name=tiny"] if args.smoke else []),
     ]
     source = load_config(None, [f"run_dir={base}/source", *common])
     run_stage("prepare", source)
@@ -91,11 +98,12 @@ def main() -> None:
     n = _write_subset(RunDir(source.run_dir), RunDir(sequential.run_dir), args.users)
     _write_subset(RunDir(source.run_dir), RunDir(lockstep.run_dir), args.users)
 
-    shard = UserShard(0, 1, sequential)
+    key = provenance.fingerprint("user_summaries", sequential, RunDir(sequential.run_dir))
+    shard = UserShard(0, 1, sequential, key)
     start = time.perf_counter()
     calls, pending = 0, True
     while pending:
-        result = shard.step()
+        result = shard.advance_round()
         calls, pending = calls + result["generate_calls"], result["pending"]
     sequential_s = time.perf_counter() - start
     del shard
