@@ -30,7 +30,7 @@ from ray import serve
 from msr_ray.cluster import init_ray
 from msr_ray.config import ServeConfig
 from msr_ray.rundir import RunDir
-from msr_ray.serving.app import Recommender
+from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 
@@ -56,7 +56,7 @@ def deploy(run_dir: str, replicas: int, batch: int) -> None:
     args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1}).bind(args)
-    app = Recommender.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
+    app = RecommenderIngress.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
     serve.run(app, name="recommender", route_prefix="/")
     post(PAYLOADS[0])  # warm up: the first forward pass of a replica is slower
 

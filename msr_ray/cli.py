@@ -1,4 +1,7 @@
-"""`msr-ray`: one subcommand per pipeline stage, plus `pipeline` and `demo`."""
+"""`msr-ray`: one subcommand per pipeline stage (prepare, summarize-items, summarize-users,
+build-samples, train, evaluate), `pipeline` and `demo` (all stages), `baseline`, `report`,
+`status` and `export`. A stage skips itself when its output is current: built from this
+config's relevant settings and today's upstream outputs."""
 
 from __future__ import annotations
 
@@ -211,7 +214,8 @@ def main(verbose: bool) -> None:
 
     Stages, in order: prepare -> summarize-items -> summarize-users ->
     build-samples -> train -> evaluate. Each reads and writes Parquet tables in
-    one run directory and skips itself when its complete output is there.
+    one run directory and skips itself when its output is current (built from this
+    config's relevant settings and today's upstream outputs; `msr-ray status` shows which).
     """
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
@@ -425,7 +429,7 @@ def export(run_dir, out):
 @main.command()
 @_common_options
 def pipeline(config_path, overrides, run_dir, force, address):
-    """Run every stage in order from one config, skipping complete ones."""
+    """Run every stage in order from one config, skipping current ones."""
     _run_all(_load(config_path, overrides, run_dir), force, address)
 
 

@@ -124,7 +124,10 @@ class ModelSpec(_Strict):
         explicit torch dtype name. Yes/No
         probabilities and the training loss are computed in float32 either way.
     device: ``auto`` = CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:N``.
-    max_input_tokens: prompts longer than this are truncated from the left.
+    max_input_tokens: a text-only model's generation prompts (the user summarizer's)
+        longer than this are cut from the left. Multimodal prompts are never cut (image
+        tokens must stay whole); recommender scoring reads whole prompts, and training
+        refuses a prompt + answer longer than ``train.max_length``.
     max_new_tokens: generation length limit.
     do_sample: False = greedy (deterministic); True = sample with temperature/top_p.
     temperature, top_p: sampling parameters (ignored when greedy).
@@ -500,6 +503,21 @@ class PipelineConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_evaluate_batch_size(cls, data: Any) -> Any:
+        evaluate = data.get("evaluate") if isinstance(data, dict) else None
+        if not isinstance(evaluate, dict) or "batch_size" not in evaluate:
+            return data
+        evaluate = dict(evaluate)
+        size = evaluate.pop("batch_size")
+        recommender = dict(data.get("recommender") or {})
+        recommender.setdefault("batch_size", size)
+        warn_deprecated(
+            "evaluate.batch_size", size, f"recommender.batch_size: {recommender['batch_size']}"
+        )
+        return {**data, "evaluate": evaluate, "recommender": recommender}
 
     @model_validator(mode="after")
     def _whole_groups_per_batch(self) -> PipelineConfig:

@@ -116,7 +116,8 @@ STATUS_COUNTS = (
 
 
 def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
-    """Every stage of the run: its state (current, stale, missing), key counts, time, path.
+    """Every stage of the run: its state (current, stale, missing, or partial: parts of an
+    unfinished build and no output), key counts, time, path.
 
     Reads only; takes no lock and changes nothing (a path that is not a run yet raises
     ``NotARunDirectory`` and stays as it was).

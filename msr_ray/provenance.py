@@ -27,10 +27,10 @@ import pyarrow.fs as pafs
 import msr_ray
 from msr_ray.config import PipelineConfig
 from msr_ray.data import synthetic
-from msr_ray.data.sampling import sample_users
+from msr_ray.data.sampling import reads_a_selection, sample_users
 from msr_ray.models import prompts
 from msr_ray.registry import COMMAND_OF_OUTPUT
-from msr_ray.rundir import MissingStageOutput, RunDir
+from msr_ray.rundir import MissingStageOutput, RunDir, StaleStageOutput
 
 State = Literal["current", "stale", "missing"]
 
@@ -187,7 +187,9 @@ def summarized_users(output: str, config: PipelineConfig, run: RunDir) -> dict[s
     """What a sampled run's summaries depend on beyond their config fields: a digest of
     the users summarized and, for item summaries, what selects the items (None when the
     run summarizes every user and item, or has no dataset yet)."""
-    if output not in ("item_summaries", "user_summaries") or not run.is_complete("dataset"):
+    if output not in ("item_summaries", "user_summaries") or not reads_a_selection(config):
+        return None
+    if not run.is_complete("dataset"):
         return None
     users = run.read_table("dataset", "sequences.parquet", columns=["user_id"])["user_id"]
     sample = sample_users(users.unique().to_pylist(), config.samples)
@@ -257,7 +259,8 @@ def state(output: str, config: PipelineConfig, run: RunDir, folder: str | None =
 
 
 def check_upstream(output: str, config: PipelineConfig, run: RunDir) -> None:
-    """Raise MissingStageOutput unless every output that ``output`` reads is current."""
+    """Raise MissingStageOutput (StaleStageOutput for a stale one) unless every output that
+    ``output`` reads is current."""
     for name in upstream_of(output, config):
         found = state(name, config, run)
         if found == "missing":
@@ -265,7 +268,7 @@ def check_upstream(output: str, config: PipelineConfig, run: RunDir) -> None:
                 f"no complete {name}/ in {run.root}: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first"
             )
         if found == "stale":
-            raise MissingStageOutput(
+            raise StaleStageOutput(
                 f"{name}/ in {run.root} was built from other inputs or settings than this "
                 f"config's: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first (a current stage is skipped)"
             )

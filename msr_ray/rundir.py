@@ -73,6 +73,11 @@ class MissingStageOutput(RuntimeError):
     """A stage needs another stage's complete, current output, and it is not there."""
 
 
+class StaleStageOutput(MissingStageOutput):
+    """A stage's input is there but was built from other inputs or settings than the
+    config's (a ``MissingStageOutput``: what the stage needs is not there either)."""
+
+
 class NotARunDirectory(RuntimeError):
     """The folder given as a run directory holds other files and no run marker."""
 

@@ -217,6 +217,7 @@ class SftRecipe:
         self.engine.train()
         log: list[dict[str, Any]] = []
         samples, tokens, started = 0, 0, time.perf_counter()
+        progress = ProgressFile(self.run_dir, self.key)
         for batch in ray.train.get_dataset_shard("train").iter_batches(
             batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
         ):
@@ -251,6 +252,8 @@ class SftRecipe:
                 "tokens_per_s": tokens / elapsed,
             }
             log.append(entry)
+            if self.rank == 0:
+                progress.update(epoch, len(log), entry["loss"])
             self.tracker.log_metrics(
                 {"loss": entry["loss"], "lr": entry["lr"]},
                 epoch * self.micro_steps + entry["step"],
@@ -318,6 +321,29 @@ class SftRecipe:
                 (epoch + 1) * self.micro_steps,
             )
             self.save(epoch, metrics)
+
+
+PROGRESS_EVERY_S = 2.0
+
+
+def progress_file(key: str) -> tuple[str, str]:
+    """Where rank 0 writes the progress of the training build ``key``, in the run."""
+    return ("train_logs", f"progress-{key}.json")
+
+
+class ProgressFile:
+    """Rank 0's latest step, written at most every ``PROGRESS_EVERY_S`` (the driver shows
+    it on the console while ``fit`` runs)."""
+
+    def __init__(self, run_dir: RunDir, key: str):
+        self.run_dir, self.key, self.written = run_dir, key, 0.0
+
+    def update(self, epoch: int, step: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - self.written >= PROGRESS_EVERY_S:
+            record = {"epoch": epoch, "step": step, "loss": loss}
+            self.run_dir.write_json(record, *progress_file(self.key))
+            self.written = now
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -69,6 +69,25 @@ def test_old_keys_still_work_for_one_release_with_a_deprecation_warning(tmp_path
     assert off.train.resources.num_gpus == 0 and not off.train.use_gpu
 
 
+def test_last_releases_demo_config_loads_with_one_warning_per_renamed_key(tmp_path):
+    """The evaluate line of the demo config shipped before the recommender section."""
+    from msr_ray.config import DeprecatedKey
+
+    path = tmp_path / "old-demo.yaml"
+    path.write_text(
+        "evaluate: {splits: [test], batch_size: 8, num_actors: 2, bootstrap_samples: 1000}\n"
+    )
+    with pytest.warns(DeprecatedKey) as caught:
+        config = load_config(path)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2 and "'evaluate.batch_size' is deprecated" in messages[0]
+    assert "recommender.batch_size: 8" in messages[0]
+    assert config.recommender.batch_size == 8 and config.evaluate.max_actors == 2
+    with pytest.warns(DeprecatedKey):
+        both = load_config(None, ["evaluate.batch_size=8", "recommender.batch_size=16"])
+    assert both.recommender.batch_size == 16  # the new key, when given, wins
+
+
 def test_actor_pool_bounds_are_checked():
     with pytest.raises(ConfigError, match="min_actors must be <= max_actors"):
         load_config(None, ["evaluate.min_actors=3", "evaluate.max_actors=2"])

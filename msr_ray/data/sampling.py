@@ -70,6 +70,17 @@ def sample_users(users: Iterable[str], cfg: SamplesConfig) -> UserSample:
     return UserSample(evaluated, trained)
 
 
+def reads_a_selection(config: PipelineConfig) -> bool:
+    """Whether the summaries read only some users or items: a user sample or a history
+    window is set."""
+    cfg = config.samples
+    return (
+        cfg.eval_users is not None
+        or cfg.train_users is not None
+        or config.users.history_window is not None
+    )
+
+
 def run_sample(config: PipelineConfig, sequences: pa.Table) -> UserSample:
     """The user sample of a run's config over its dataset."""
     return sample_users(sequences["user_id"].unique().to_pylist(), config.samples)
@@ -181,10 +192,10 @@ def items_read(config: PipelineConfig, sequences: pa.Table, item_ids: list[str])
     in the summarized users' history windows and, when the recommender shows candidates'
     summaries, every candidate of the run's training pairs and candidate lists.
     """
+    if not reads_a_selection(config):
+        return None
     sample = run_sample(config, sequences)
     window = config.users.history_window
-    if not sample.is_sampled and window is None:
-        return None
     read: set[str] = set()
     for user, history in train_histories(sequences).items():
         if sample.summarizes(user):

@@ -92,7 +92,7 @@ def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
 
 @serve.deployment(name="Recommender", max_ongoing_requests=8)
 @serve.ingress(http_api)
-class Recommender:
+class RecommenderIngress:
     """One ingress replica: checks requests, builds candidate rows from the catalog and
     has the Scorer rank them; events go to the updater."""
 
@@ -317,4 +317,4 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     settings = ServeConfig.model_validate(args)
     settings.run_dir = absolute_location(settings.run_dir)
     args = settings.model_dump()
-    return Recommender.bind(ProfileUpdater.bind(), Scorer.bind(args), args)
+    return RecommenderIngress.bind(ProfileUpdater.bind(), Scorer.bind(args), args)

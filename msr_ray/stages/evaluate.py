@@ -41,6 +41,7 @@ class CandidateScorer:
 def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -> pa.Table:
     """Scores of every candidate of the configured splits, computed by the actor pool."""
     import ray.data
+    from tqdm import tqdm
 
     cfg = config.evaluate
     candidates = candidate_rows(run, config, tuple(cfg.splits))
@@ -53,7 +54,11 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
         num_cpus=cfg.resources.num_cpus,
         num_gpus=cfg.resources.num_gpus,
     )
-    batches = list(scored.iter_batches(batch_size=None, batch_format="pyarrow"))
+    batches = []
+    with tqdm(total=candidates.num_rows, desc="evaluate", unit="candidate") as bar:
+        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            batches.append(batch)
+            bar.update(batch.num_rows)
     table = pa.concat_tables(batches) if batches else SCORES.empty_table()
     return table.sort_by([("split", "ascending"), ("group", "ascending"), ("item_id", "ascending")])
 

@@ -25,10 +25,10 @@ from msr_ray.blocks import dataset_in_blocks
 from msr_ray.config import ItemsConfig, ModelSpec, PipelineConfig
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.data.preprocess import dedupe
-from msr_ray.data.sampling import items_read
+from msr_ray.data.sampling import items_read, reads_a_selection
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
-from msr_ray.models.generation import ChatRequest
+from msr_ray.models.generation import ChatRequest, Generated
 from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import RunDir
 
@@ -70,6 +70,21 @@ def plan_item(
     return ItemPlan(ChatRequest(prompts.item_text_prompt(domain, title, text)), error)
 
 
+@dataclass(frozen=True)
+class GenerationFailed:
+    """A request whose generation raised, even when asked alone: the reason its row records."""
+
+    reason: str
+
+
+def outcome(error: str | None, prompt_tokens: int) -> str:
+    """What happened to one item's row: ``summary`` (as asked), ``fallback`` (an error, and
+    a text-only summary generated instead) or ``error`` (nothing generated)."""
+    if error is None:
+        return "summary"
+    return "fallback" if prompt_tokens else "error"
+
+
 class ItemSummarizer:
     """Ray Data callable class: loads the MLLM once per actor, summarizes a batch per call."""
 
@@ -79,16 +94,17 @@ class ItemSummarizer:
         self.spec, self.cfg, self.domain, self.max_side = spec, cfg, domain, max_image_side
         self.loaded = load_model(spec, "mllm")
 
-    def _one_by_one(self, requests: list) -> list:
-        """Each request generated alone: its answer, or the error string that marks its row."""
+    def _one_by_one(self, requests: list[ChatRequest]) -> list[Generated | GenerationFailed]:
+        """Each request generated alone: its answer, or why it failed."""
         from msr_ray.models.generation import generate
 
-        results: list = []
+        results: list[Generated | GenerationFailed] = []
         for request in requests:
             try:
                 results.append(generate(self.loaded, [request], self.spec)[0])
             except Exception as exc:
-                results.append(f"generation_failed: {type(exc).__name__}: {exc}"[:500])
+                reason = f"generation_failed: {type(exc).__name__}: {exc}"[:500]
+                results.append(GenerationFailed(reason))
         return results
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -107,8 +123,8 @@ class ItemSummarizer:
         for row, plan in zip(rows, plans, strict=True):
             answer = next(answers) if plan.request is not None else None
             error = plan.error
-            if isinstance(answer, str):
-                answer, error = None, answer
+            if isinstance(answer, GenerationFailed):
+                answer, error = None, answer.reason
             out.append(
                 {
                     "item_id": row["item_id"],
@@ -138,10 +154,12 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     run.require("dataset")
     items = run.read_table("dataset", "items.parquet")
     catalogue = items.num_rows
-    sequences = run.read_table("dataset", "sequences.parquet")
-    read = items_read(config, sequences, items["item_id"].to_pylist())
-    if read is not None:
-        items = items.filter(pc.is_in(items["item_id"], value_set=pa.array(sorted(read))))
+    if reads_a_selection(config):
+        sequences = run.read_table("dataset", "sequences.parquet")
+        read = items_read(config, sequences, items["item_id"].to_pylist()) or set()
+        items = items.filter(
+            pc.is_in(items["item_id"], value_set=pa.array(sorted(read), pa.string()))
+        )
     total = items.num_rows
     key = run.parts_key(STAGE)
     done = _unique(run.read_parts(STAGE, key))["item_id"]
@@ -165,12 +183,19 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     start = time.perf_counter()
     written = generated_tokens = 0
     errors: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
     with tqdm(total=todo.num_rows, desc=COMMAND_OF_OUTPUT[STAGE], unit="item") as bar:
         for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
             run.append_part(batch, STAGE, key)
             written += batch.num_rows
             generated_tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
             errors.update(e.split(":", 1)[0] for e in batch["error"].to_pylist() if e)
+            outcomes.update(
+                outcome(e, n)
+                for e, n in zip(
+                    batch["error"].to_pylist(), batch["prompt_tokens"].to_pylist(), strict=True
+                )
+            )
             bar.update(batch.num_rows)
     seconds = time.perf_counter() - start
     table = _unique(run.read_parts(STAGE, key))
@@ -181,7 +206,8 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "items_not_read": catalogue - total,
         "summarized_now": written,
         "skipped_already_done": len(done),
-        "failed_now": sum(errors.values()),
+        "outcomes_now": {k: outcomes.get(k, 0) for k in ("summary", "fallback", "error")},
+        "failed_now": outcomes["error"],
         "failures_by_reason": dict(errors),
         "remaining": total - table.num_rows,
         "complete": complete,

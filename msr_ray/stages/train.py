@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,13 @@ from msr_ray.data.schemas import DataError
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
-from msr_ray.sft_recipe import STAGE, tracking_uri, train_loop_per_worker
+from msr_ray.sft_recipe import (
+    PROGRESS_EVERY_S,
+    STAGE,
+    progress_file,
+    tracking_uri,
+    train_loop_per_worker,
+)
 
 # Validation blocks per worker: the split hands out whole blocks.
 VALID_BLOCKS_PER_WORKER = 4
@@ -98,6 +107,37 @@ def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
     return np.array(order, dtype=np.int64)
 
 
+@contextmanager
+def shown_progress(run: RunDir, key: str, steps_per_epoch: int, epochs: int) -> Iterator[None]:
+    """A console progress bar of the training steps (rank 0's) while the block runs."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+    bar = tqdm(total=steps_per_epoch * epochs, desc="train", unit="step")
+
+    def follow() -> None:
+        while not done.wait(PROGRESS_EVERY_S):
+            try:
+                latest = run.read_json(*progress_file(key))
+            except (OSError, ValueError):  # not written yet, or being replaced
+                continue
+            bar.update(latest["epoch"] * steps_per_epoch + latest["step"] - bar.n)
+            bar.set_postfix(epoch=latest["epoch"] + 1, loss=f"{latest['loss']:.4f}")
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        done.set()
+        watcher.join()
+        if finished:
+            bar.update(bar.total - bar.n)
+        bar.close()
+
+
 def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
     """Fine-tune on the training samples; seal ``train/`` with the final adapter."""
     import ray.data
@@ -161,7 +201,8 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         },
         dataset_config=EveryValidRowOnce(datasets_to_split=["train", "valid"]),
     )
-    result = trainer.fit()
+    with shown_progress(run, run.parts_key(STAGE), micro_steps, cfg.epochs):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     summary = {

@@ -14,7 +14,7 @@ from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.pipeline import run_stage
 from msr_ray.rundir import MissingStageOutput, RunDir
-from msr_ray.serving.app import Recommender
+from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 
@@ -49,7 +49,7 @@ def _app(run: RunDir, scorers: int = 1, **settings):
     args = ServeConfig(run_dir=run.root, max_candidates=10, **settings).model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(num_replicas=scorers, ray_actor_options={"num_cpus": 0.5}).bind(args)
-    ingress = Recommender.options(ray_actor_options={"num_cpus": 0})
+    ingress = RecommenderIngress.options(ray_actor_options={"num_cpus": 0})
     return ingress.bind(updater, scorer, args)
 
 
@@ -148,7 +148,7 @@ def test_users_health_stats_and_openapi(served):
 
 def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
     # The ingress wrapper's constructor is a coroutine (Serve awaits it in the replica).
-    replica_class = Recommender.func_or_class
+    replica_class = RecommenderIngress.func_or_class
     replica = replica_class.__new__(replica_class)
     with pytest.raises(MissingStageOutput, match="run `msr-ray train` first"):
         asyncio.run(replica.__init__(None, None, {"run_dir": str(tmp_path)}))

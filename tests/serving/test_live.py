@@ -17,7 +17,7 @@ from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.recommender import trained_config
 from msr_ray.rundir import RunDir
-from msr_ray.serving.app import Recommender
+from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 from msr_ray.stages.users import STAGE, UserShard, persisted
@@ -92,7 +92,7 @@ def _serve(run_dir: str) -> None:
     args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(ray_actor_options={"num_cpus": 0.5}).bind(args)
-    app = Recommender.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
+    app = RecommenderIngress.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
     serve.run(app, name="recommender", route_prefix="/")
 
 

@@ -55,7 +55,13 @@ def test_bad_images_are_recorded_with_fallback(tmp_path, ray_session, png):
         config = tiny_config(tmp_path / run_dir, f"items.on_error={on_error}")
         write_items(RunDir(config.run_dir), rows)
         summary = run_stage("summarize-items", config)
-        assert summary["failed_now"] == 3
+        fallbacks = 3 if on_error == "text-only" else 0
+        assert summary["outcomes_now"] == {
+            "summary": 1,
+            "fallback": fallbacks,
+            "error": 3 - fallbacks,
+        }
+        assert summary["failed_now"] == 3 - fallbacks  # a fallback did get a summary
         assert summary["failures_by_reason"] == {
             "missing_image": 1,
             "corrupt_image": 1,
