@@ -39,7 +39,7 @@ def run_stage(
             log.info("%s: current output in %s, skipped", command, run.uri_of(stage.output))
             return skipped
         provenance.check_upstream(stage.output, config, run)
-        run.fingerprints[stage.output] = provenance.fingerprint(stage.output, config, run)
+        context = provenance.build_context(stage.output, config, run)
         if force:
             run.drop_parts(stage.output)
         run.write_text(dump_config(config), "config.yaml")
@@ -48,7 +48,7 @@ def run_stage(
 
             init_ray(address)
         start = time.perf_counter()
-        summary = module.build(config, run)
+        summary = module.build(context)
         summary = {"stage": command, "skipped": False, **summary}
         summary["seconds"] = round(time.perf_counter() - start, 3)
         if summary.get("complete") is not False and run.is_complete(stage.output):

@@ -10,8 +10,8 @@ for item summaries, the history window and what picks the candidates), so two sa
 that summarize the same users share their summaries.
 An output is **current** when its marker carries the fingerprint computed now and every
 upstream output is current; **stale** when it was built from something else; **missing**
-when never committed. Stages seal with their build's fingerprint and refuse to seal
-without one (``RunDir.build_fingerprint``); outputs committed explicitly without one
+when never committed. Stages seal with their build's fingerprint, which
+the pipeline hands them in a ``BuildContext`` (no build starts without one); outputs committed explicitly without one
 (tables imported by hand) count as current, whatever their upstream holds.
 """
 
@@ -30,7 +30,7 @@ from msr_ray.data import synthetic
 from msr_ray.data.sampling import reads_a_selection, sample_users
 from msr_ray.models import prompts
 from msr_ray.registry import COMMAND_OF_OUTPUT
-from msr_ray.rundir import MissingStageOutput, RunDir, StaleStageOutput
+from msr_ray.rundir import MissingFingerprint, MissingStageOutput, RunDir, StaleStageOutput
 
 State = Literal["current", "stale", "missing"]
 
@@ -237,6 +237,40 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
         record["reads"] = reads
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What one build of a stage's output is given: the config, the run, and the
+    fingerprint it seals its output with and keys its resumable parts by.
+
+    Nothing else carries a fingerprint: a build without one cannot be started, since an
+    output sealed without one would count as current whatever it was built from.
+    """
+
+    config: PipelineConfig
+    run: RunDir
+    output: str
+    fingerprint: str
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            raise MissingFingerprint(
+                f"no fingerprint for a build of {self.output}/ in {self.run.root}: build "
+                "stages with msr_ray.pipeline.run_stage, or give "
+                "msr_ray.provenance.build_context(output, config, run)"
+            )
+
+    @property
+    def parts_key(self) -> str:
+        """The key of the parts this build resumes from (its fingerprint)."""
+        return self.fingerprint
+
+
+def build_context(output: str, config: PipelineConfig, run: RunDir) -> BuildContext:
+    """The context of building ``output`` now: its fingerprint computed from this config
+    and run (``provenance`` name ``baselines`` for every baseline)."""
+    return BuildContext(config, run, output, fingerprint(output, config, run))
 
 
 def state(output: str, config: PipelineConfig, run: RunDir, folder: str | None = None) -> State:

@@ -154,7 +154,6 @@ class RunDir:
         self.root = root.rstrip("/") or "/"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         # Fingerprints of the outputs this process is building (set by the pipeline).
-        self.fingerprints: dict[str, str] = {}
         self._claim(create)
 
     def _claim(self, create: bool) -> None:
@@ -309,26 +308,6 @@ class RunDir:
                     self._delete(info.path, directory=True)
 
     # -- resumable parts ---------------------------------------------------------------
-
-    def build_fingerprint(self, stage: str) -> str:
-        """The fingerprint of the build of ``stage`` this process runs (the pipeline sets it).
-
-        A stage seals its output with it and keys its resumable parts by it. Raises
-        ``MissingFingerprint`` when none was set: an output sealed without one would
-        count as current whatever it was built from.
-        """
-        fingerprint = self.fingerprints.get(stage)
-        if fingerprint is None:
-            raise MissingFingerprint(
-                f"no fingerprint for a build of {stage}/ in {self.root}: build stages with "
-                "msr_ray.pipeline.run_stage (or set run.fingerprints[stage] to "
-                "msr_ray.provenance.fingerprint(stage, config, run))"
-            )
-        return fingerprint
-
-    def parts_key(self, stage: str) -> str:
-        """The key of the parts the current build of ``stage`` resumes from: its fingerprint."""
-        return self.build_fingerprint(stage)
 
     def append_part(self, table: pa.Table, stage: str, key: str) -> str:
         """Durably add one Parquet part to a resumable stage's parts for ``key``."""

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from msr_ray.cli import filesystem_error, main
 from msr_ray.data.schemas import USER_SUMMARIES, DataError
 from msr_ray.export import export_model
+from msr_ray.provenance import BuildContext
 from msr_ray.rundir import NotARunDirectory, RunDir
 from msr_ray.stages import samples
 from tests.stages.conftest import tiny_config, write_dataset
@@ -72,9 +73,8 @@ def test_a_dataset_too_small_for_one_training_pair_refuses_to_seal_samples(tmp_p
     ]  # fmt: skip
     with run.stage_output("user_summaries", fingerprint="f") as out:
         out.write_table(pa.Table.from_pylist(rows, schema=USER_SUMMARIES), "s.parquet")
-    run.fingerprints["samples"] = "x"
     with pytest.raises(DataError, match="0 training rows .*longest train history has 1 items"):
-        samples.build(config, run)
+        samples.build(BuildContext(config, run, "samples", "x"))
     assert not run.is_complete("samples")
 
 

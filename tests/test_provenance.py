@@ -249,5 +249,7 @@ def test_a_stage_built_outside_the_pipeline_refuses_to_seal(tmp_path):
     run = RunDir(config.run_dir)
     prepare = importlib.import_module(STAGES_BY_COMMAND["prepare"].module)
     with pytest.raises(MissingFingerprint, match="run_stage"):
-        prepare.build(config, run)
+        prepare.build(provenance.BuildContext(config, run, "dataset", ""))
     assert not run.is_complete("dataset")
+    prepare.build(provenance.build_context("dataset", config, run))  # what run_stage does
+    assert provenance.state("dataset", config, run) == "current"

@@ -82,8 +82,9 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
     metrics = evaluate_scores(
         table, config.evaluate.ks, config.evaluate.bootstrap_samples, config.seed
     )
-    fingerprint = provenance.fingerprint("baselines", config, run)
-    with run.stage_output(f"scores/{name}", fingerprint=fingerprint) as out:
+    # The scores and the metrics are one build, as evaluate's scores/ and eval/ are.
+    context = provenance.build_context("baselines", config, run)
+    with run.stage_output(f"scores/{name}", fingerprint=context.fingerprint) as out:
         out.write_table(table, "scores.parquet")
     summary = {
         "model": name,
@@ -93,7 +94,7 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         "candidates": table.num_rows,
         "metrics": metrics,
     }
-    with run.stage_output(f"baselines/{name}", {"model": name}, fingerprint) as out:
+    with run.stage_output(f"baselines/{name}", {"model": name}, context.fingerprint) as out:
         out.write_bytes(json.dumps({name: metrics}, indent=2).encode(), "metrics.json")
         training = {k: v for k, v in summary.items() if k != "metrics"}
         out.write_bytes(json.dumps(training).encode(), "training.json")

@@ -18,6 +18,7 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data.schemas import SCORES
 from msr_ray.metrics import evaluate_scores
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
+from msr_ray.provenance import BuildContext
 from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.tables import scores_table
@@ -63,13 +64,14 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
     return table.sort_by([("split", "ascending"), ("group", "ascending"), ("item_id", "ascending")])
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Score with the trained adapter; write ``scores/`` and ``eval/metrics.json``."""
+    config, run = context.config, context.run
     cfg = config.evaluate
     scores = score_candidates(config, run, adapter_dir(run))
     metrics = evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
     # The scores are part of this stage's build: same fingerprint as eval/.
-    fingerprint = run.build_fingerprint(STAGE)
+    fingerprint = context.fingerprint
     with run.stage_output(f"{SCORES_DIR}/{MODEL_NAME}", fingerprint=fingerprint) as out:
         out.write_table(scores, "scores.parquet")
     metadata = {"metrics": metrics, "prompt_version": RECOMMEND_PROMPT_VERSION}

@@ -22,15 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from msr_ray.blocks import dataset_in_blocks
-from msr_ray.config import ItemsConfig, ModelSpec, PipelineConfig
+from msr_ray.config import ItemsConfig, ModelSpec
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.data.preprocess import dedupe
 from msr_ray.data.sampling import items_read, reads_a_selection
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest, Generated
+from msr_ray.provenance import BuildContext
 from msr_ray.registry import COMMAND_OF_OUTPUT
-from msr_ray.rundir import RunDir
 
 STAGE = "item_summaries"
 
@@ -144,9 +144,10 @@ def _unique(parts: pa.Table | None) -> pa.Table:
     return ITEM_SUMMARIES.empty_table() if parts is None else dedupe(parts, ("item_id",))
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Summarize every item the run reads not yet summarized; seal the table once all are
     done."""
+    config, run = context.config, context.run
     import ray.data
     from tqdm import tqdm
 
@@ -161,7 +162,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             pc.is_in(items["item_id"], value_set=pa.array(sorted(read), pa.string()))
         )
     total = items.num_rows
-    key = run.parts_key(STAGE)
+    key = context.parts_key
     done = _unique(run.read_parts(STAGE, key))["item_id"]
     todo = items.filter(pc.invert(pc.is_in(items["item_id"], value_set=done)))
     if cfg.max_items is not None:
@@ -217,7 +218,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "model": config.mllm.name,
     }
     if complete:
-        with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
+        with run.stage_output(STAGE, fingerprint=context.fingerprint) as out:
             out.write_table(table.sort_by("item_id"), "summaries.parquet")
             out.metadata.update(summary)
     return summary

@@ -11,13 +11,13 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from msr_ray.config import PipelineConfig, PrepareConfig
+from msr_ray.config import PrepareConfig
 from msr_ray.data import synthetic
 from msr_ray.data.preprocess import preprocess
 from msr_ray.data.readers import READERS, RawDataset
 from msr_ray.data.readers.generic import read_generic
 from msr_ray.data.schemas import DataError
-from msr_ray.rundir import RunDir
+from msr_ray.provenance import BuildContext
 
 
 def load_source(cfg: PrepareConfig) -> RawDataset:
@@ -36,8 +36,9 @@ def load_source(cfg: PrepareConfig) -> RawDataset:
     return READERS[cfg.source](cfg.path, cfg.max_image_side)
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Build the dataset tables and return the prepare summary."""
+    config, run = context.config, context.run
     cfg = config.prepare
     raw = load_source(cfg)
     read = raw.input_rows.get("interactions", 0)
@@ -85,7 +86,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "users": pc.count_distinct(sequences["user_id"]).as_py(),
         "interactions_by_split": {row["split"]: row["count_all"] for row in splits},
     }
-    with run.stage_output("dataset", fingerprint=run.build_fingerprint("dataset")) as out:
+    with run.stage_output("dataset", fingerprint=context.fingerprint) as out:
         out.write_table(items, "items.parquet")
         out.write_table(sequences, "sequences.parquet")
         out.write_table(raw.quarantine.to_table(), "quarantine.parquet")

@@ -11,18 +11,18 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import train_histories
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import DataError
-from msr_ray.rundir import RunDir
+from msr_ray.provenance import BuildContext
 from msr_ray.tables import read_dataset
 
 STAGE = "samples"
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Write ``samples/`` from the dataset and the user summaries."""
+    config, run = context.config, context.run
     run.require("user_summaries")
     items, sequences = read_dataset(run)
     summaries = run.read_table("user_summaries")
@@ -50,7 +50,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "groups_by_split": {r["split"]: r["group_count_distinct"] for r in counts.to_pylist()},
         "users_skipped": dict(skipped),
     }
-    with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
+    with run.stage_output(STAGE, fingerprint=context.fingerprint) as out:
         out.write_table(table, "samples.parquet")
         out.metadata.update(summary)
     return summary

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ray.train import DataConfig
 
-from msr_ray.config import PipelineConfig, dump_config
+from msr_ray.config import dump_config
 from msr_ray.data.schemas import DataError
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
+from msr_ray.provenance import BuildContext
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import (
@@ -138,8 +139,9 @@ def shown_progress(run: RunDir, key: str, steps_per_epoch: int, epochs: int) -> 
         bar.close()
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Fine-tune on the training samples; seal ``train/`` with the final adapter."""
+    config, run = context.config, context.run
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -175,7 +177,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             "pipeline": config.model_dump(mode="json"),
             "optimizer_steps_per_epoch": max(1, micro_steps // cfg.gradient_accumulation_steps),
             "micro_steps_per_epoch": micro_steps,
-            "key": run.parts_key(STAGE),
+            "key": context.parts_key,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -188,7 +190,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
             # Keyed by the stage's fingerprint: a changed setting or new samples train
             # afresh, an unchanged rerun (a drill, a resumed job) restores its checkpoints,
             # and --force drops them with the stage's other parts.
-            name=run.parts_key(STAGE),
+            name=context.parts_key,
             **run.ray_storage("_parts", STAGE),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -201,7 +203,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         },
         dataset_config=EveryValidRowOnce(datasets_to_split=["train", "valid"]),
     )
-    with shown_progress(run, run.parts_key(STAGE), micro_steps, cfg.epochs):
+    with shown_progress(run, context.parts_key, micro_steps, cfg.epochs):
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
@@ -218,7 +220,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "final": result.metrics,
         "tracking_uri": tracking,
     }
-    fingerprint = run.build_fingerprint(STAGE)
+    fingerprint = context.fingerprint
     with (
         run.stage_output(STAGE, fingerprint=fingerprint) as out,
         result.checkpoint.as_directory() as folder,

@@ -37,6 +37,7 @@ from msr_ray.preferences import (
     check_history,
     history_catalog,
 )
+from msr_ray.provenance import BuildContext
 from msr_ray.registry import COMMAND_OF_OUTPUT
 from msr_ray.rundir import RunDir
 
@@ -46,9 +47,7 @@ STAGE = "user_summaries"
 class UserShard:
     """Owns the users routed to one shard; summarizes them block by block, in lockstep."""
 
-    def __init__(
-        self, shard: int, num_shards: int, config: PipelineConfig, parts_key: str = "unkeyed"
-    ):
+    def __init__(self, shard: int, num_shards: int, config: PipelineConfig, parts_key: str):
         """Load the LLM, read this shard's users from the run, and restore their state.
 
         Everything comes from the run directory (no object-store arguments), so a
@@ -198,13 +197,14 @@ def _keys(table: pa.Table) -> set[tuple[str, int]]:
     return set(zip(table["user_id"].to_pylist(), table["step"].to_pylist(), strict=True))
 
 
-def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
+def build(context: BuildContext) -> dict[str, Any]:
     """Summarize every user's history at every block boundary; seal when all are done."""
+    config, run = context.config, context.run
     from tqdm import tqdm
 
     cfg = config.users
     plan = plan_users(config, run)
-    key = run.parts_key(STAGE)
+    key = context.parts_key
     done_before = len(_keys(persisted(run, key)) & plan.expected)
     start = time.perf_counter()
     summarizer = UserSummarizer(config, key)
@@ -242,7 +242,7 @@ def build(config: PipelineConfig, run: RunDir) -> dict[str, Any]:
         "history_window": cfg.history_window,
         "num_shards": cfg.num_shards,
     }
-    with run.stage_output(STAGE, fingerprint=run.build_fingerprint(STAGE)) as out:
+    with run.stage_output(STAGE, fingerprint=context.fingerprint) as out:
         out.write_table(
             table.sort_by([("user_id", "ascending"), ("step", "ascending")]), "summaries.parquet"
         )

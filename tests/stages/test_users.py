@@ -88,8 +88,8 @@ def test_direct_prompt_holds_the_whole_prefix_and_no_previous_summary(tmp_path):
     history = [f"i{n}" for n in range(8)]
     _dataset(tmp_path / "r", {"u": history})
     _dataset(tmp_path / "d", {"u": history})
-    recurrent = UserShard(0, 1, tiny_config(tmp_path / "r"))
-    direct = UserShard(0, 1, tiny_config(tmp_path / "d", "users.mode=direct"))
+    recurrent = UserShard(0, 1, tiny_config(tmp_path / "r"), "test")
+    direct = UserShard(0, 1, tiny_config(tmp_path / "d", "users.mode=direct"), "test")
     assert recurrent._pending() == [("u", 3)]  # each block waits for the one before
     assert direct._pending() == [("u", 3), ("u", 6), ("u", 8)]  # all independent
     recurrent.advance_round()
@@ -106,7 +106,7 @@ def test_direct_prompt_holds_the_whole_prefix_and_no_previous_summary(tmp_path):
 def test_a_history_window_summarizes_the_recent_items_from_a_first_block_of_its_own(tmp_path):
     history = [f"i{n}" for n in range(10)]
     _dataset(tmp_path / "w", {"u": history, "short": history[:4]})
-    shard = UserShard(0, 1, tiny_config(tmp_path / "w", "users.history_window=6"))
+    shard = UserShard(0, 1, tiny_config(tmp_path / "w", "users.history_window=6"), "test")
     assert (shard.users["u"].first, shard.users["short"].first) == (4, 0)
     assert shard._pending() == [("short", 3), ("u", 7)]
     first = shard.summarizer.request("u", shard.users["u"], 7).messages[0]["content"]
@@ -116,8 +116,7 @@ def test_a_history_window_summarizes_the_recent_items_from_a_first_block_of_its_
     assert shard._pending() == [("short", 4), ("u", 10)]
     second = shard.summarizer.request("u", shard.users["u"], 10).messages[0]["content"]
     assert "previous preference" in second and "4. Title - 'Title i7'" in second
-    direct = UserShard(
-        0, 1, tiny_config(tmp_path / "w", "users.history_window=6", "users.mode=direct")
-    )
+    config = tiny_config(tmp_path / "w", "users.history_window=6", "users.mode=direct")
+    direct = UserShard(0, 1, config, "direct")
     prefix = direct.summarizer.request("u", direct.users["u"], 10).messages[0]["content"]
     assert all(f"Title i{n}'" in prefix for n in range(4, 10)) and "Title i3'" not in prefix
