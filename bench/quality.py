@@ -65,18 +65,23 @@ SMOKE = [
 
 @dataclass(frozen=True)
 class Arm:
-    """One MLLM run: its name in the table, its overrides, and the outputs it reuses."""
+    """One MLLM run: its name in the table, its overrides, the outputs it reuses, and
+    whether it is an ablation (scored on the ``--ablation-users`` subset)."""
 
     name: str
     overrides: tuple[str, ...]
     reuses: tuple[str, ...]
+    ablation: bool = True
 
 
-# The full model runs first; the ablations reuse what they share with it.
+# The full model runs first; the others reuse what they share with it. The recent-prompt
+# arm is MLLM-MSR with `users.prompt: recent` (each history item's own text, here its
+# genres, beside its summary), on every evaluated user.
 ARMS = (
-    Arm("mllm-msr", (), ()),
+    Arm("mllm-msr", (), (), ablation=False),
     Arm("direct-summaries", ("users.mode=direct",), ("dataset", "item_summaries")),
     Arm("text-only-items", ("items.mode=text",), ("dataset",)),
+    Arm("recent-prompt", ("users.prompt=recent",), ("dataset", "item_summaries"), ablation=False),
 )
 
 
@@ -110,7 +115,7 @@ def arm_config(base: PipelineConfig, root: str, arm: Arm, ablation_users: int) -
     """An arm's config: its run directory and overrides; the ablations score a seeded
     subset of the users and train on the full arm's training users."""
     overrides = [f"run_dir={root}/{arm.name}", *arm.overrides]
-    if arm is not ARMS[0] and base.samples.eval_users is not None:
+    if arm.ablation and base.samples.eval_users is not None:
         train_users = base.samples.train_users or base.samples.eval_users
         overrides += [
             f"samples.eval_users={min(ablation_users, base.samples.eval_users)}",
@@ -276,13 +281,14 @@ def main() -> None:
         if not table.select(["group", "item_id"]).equals(reference.select(["group", "item_id"])):
             raise RuntimeError(f"{name} scored other test candidates than {ARMS[0].name}")
     tables, results = [], {}
-    main_models = ({ARMS[0].name: full} if full is not None else {}) | baseline_scores
-    results["all"] = {name: metrics_on(t, base) for name, t in main_models.items()}
+    by_name = {a.name: a for a in ARMS}
+    whole = {a: t for a, t in arm_scores.items() if not by_name[a].ablation}
+    results["all"] = {name: metrics_on(t, base) for name, t in (whole | baseline_scores).items()}
     tables.append(format_table(results["all"], "test"))
-    ablations = {a: t for a, t in arm_scores.items() if a != ARMS[0].name}
+    ablations = {a: t for a, t in arm_scores.items() if by_name[a].ablation}
     if ablations:
         groups = next(iter(ablations.values()))["group"].unique()
-        subset = {ARMS[0].name: on_groups(full, groups)} | ablations
+        subset = {name: on_groups(t, groups) for name, t in whole.items()} | ablations
         subset |= {name: on_groups(t, groups) for name, t in baseline_scores.items()}
         results["ablation_users"] = {name: metrics_on(t, base) for name, t in subset.items()}
         tables.append(format_table(results["ablation_users"], "test"))

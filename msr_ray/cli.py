@@ -23,12 +23,12 @@ from msr_ray.data.schemas import DataError
 from msr_ray.metrics import format_table
 from msr_ray.models.families import UnsupportedModel
 from msr_ray.pipeline import (
-    STATUS_COUNTS,
     current_without_writing,
     run_pipeline,
     run_stage,
     run_status,
 )
+from msr_ray.registry import STAGES, STAGES_BY_COMMAND, CliOption, StageInfo
 from msr_ray.rundir import (
     MissingStageOutput,
     NotARunDirectory,
@@ -136,7 +136,7 @@ def _result_line(summary: dict) -> str:
     else:
         state = "done"
     parts = []
-    for key in STATUS_COUNTS:
+    for key in STAGES_BY_COMMAND[stage].status_counts:
         value = summary.get(key)
         if isinstance(value, dict):  # e.g. rows_by_split: "rows train 84 / test 108"
             name = key.split("_by_")[0]
@@ -228,66 +228,34 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@main.command()
-@_common_options
-@click.option(
-    "--source",
-    type=click.Choice(["synthetic", "csv", "parquet", "movielens", "microlens", "amazon"]),
-    help="Dataset format (overrides prepare.source).",
-)
-@click.option("--path", "source_path", help="Input folder of the source (overrides prepare.path).")
-def prepare(config_path, overrides, run_dir, force, address, source, source_path):
-    """Read a dataset into the run's tables: items, interactions, splits, quarantine.
+def _stage_command(stage: StageInfo) -> None:
+    """The command of one stage, from its descriptor: the common options, its own
+    (each overriding a config key), and its help."""
 
-    Writes <run>/dataset/ and a summary that accounts for every input row.
-    """
-    extra = []
-    if source:
-        extra.append(f"prepare.source={source}")
-    if source_path:
-        extra.append(f"prepare.path={source_path}")
-    _run_one("prepare", _load(config_path, overrides, run_dir, extra), force, address)
+    def cmd(config_path, overrides, run_dir, force, address, **own):
+        extra = [
+            f"{option.key}={own[_dest(option)]}"
+            for option in stage.options
+            if own[_dest(option)] is not None
+        ]
+        config = _load(config_path, overrides, run_dir, extra)
+        _run_one(stage.command, config, force, address)
 
-
-def _stage_command(command: str, doc: str) -> None:
-    @_common_options
-    def cmd(config_path, overrides, run_dir, force, address):
-        _run_one(command, _load(config_path, overrides, run_dir), force, address)
-
-    cmd.__doc__ = doc
-    main.command(name=command)(cmd)
+    cmd.__doc__ = stage.help
+    for option in reversed(stage.options):
+        kind = click.Choice(list(option.choices)) if option.choices else None
+        cmd = click.option(
+            option.flag, _dest(option), type=kind, help=f"{option.help} (overrides {option.key})."
+        )(cmd)
+    main.command(name=stage.command)(_common_options(cmd))
 
 
-_stage_command(
-    "summarize-items",
-    """Describe every item with the MLLM (Ray Data actor pool).
+def _dest(option: CliOption) -> str:
+    return "own_" + option.flag.lstrip("-").replace("-", "_")
 
-    Writes <run>/item_summaries/: item_id, summary, error, model, prompt_version.""",
-)
-_stage_command(
-    "summarize-users",
-    """Summarize each user's preferences block by block (shard actors).
 
-    Writes <run>/user_summaries/: one row per user and block boundary.""",
-)
-_stage_command(
-    "build-samples",
-    """Build training pairs and valid/test candidate lists.
-
-    Writes <run>/samples/: split, user_id, item_id, label, group.""",
-)
-_stage_command(
-    "train",
-    """LoRA SFT of the Yes/No recommender with Ray Train + DeepSpeed.
-
-    Writes <run>/train/ with the PEFT adapter of the last checkpoint.""",
-)
-_stage_command(
-    "evaluate",
-    """Score every valid/test candidate and compute AUC, HR@K, NDCG@K, MRR@K.
-
-    Writes <run>/scores/ and <run>/eval/metrics.json.""",
-)
+for _stage in STAGES:
+    _stage_command(_stage)
 
 
 def _run_all(

@@ -102,19 +102,6 @@ def run_pipeline(
     return summaries
 
 
-# Counts a stage's marker carries, shown by `msr-ray status` (the first ones present).
-STATUS_COUNTS = (
-    "users",
-    "items_kept",
-    "items",
-    "summaries",
-    "rows_by_split",
-    "train_rows",
-    "epochs",
-    "candidates",
-)
-
-
 def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
     """Every stage of the run: its state (current, stale, missing, or partial: parts of an
     unfinished build and no output), key counts, time, path.
@@ -131,7 +118,7 @@ def run_status(config: PipelineConfig) -> list[dict[str, Any]]:
             marker = run.completion(stage.output)
             row["path"] = run.uri_of(stage.output, marker["version"])
             row["completed_at"] = marker.get("completed_at")
-            row["counts"] = {k: marker[k] for k in STATUS_COUNTS if k in marker}
+            row["counts"] = {k: marker[k] for k in stage.status_counts if k in marker}
             if run.exists("summaries", f"{stage.output}.json"):
                 row["seconds"] = run.read_json("summaries", f"{stage.output}.json").get("seconds")
         elif run.exists("_parts", stage.output):

@@ -29,78 +29,17 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data import synthetic
 from msr_ray.data.sampling import reads_a_selection, sample_users
 from msr_ray.models import prompts
-from msr_ray.registry import COMMAND_OF_OUTPUT
+from msr_ray.registry import COMMAND_OF_OUTPUT, STAGES, Provenance
 from msr_ray.rundir import MissingFingerprint, MissingStageOutput, RunDir, StaleStageOutput
 
 State = Literal["current", "stale", "missing"]
 
 # Model fields that change speed or placement, not output.
 _MODEL_KNOBS = ("num_threads", "cache_dir", "device")
-_RECOMMENDER = (
-    "domain",
-    "mllm",
-    "recommender.prompt_order",
-    "recommender.candidate_description",
-    "recommender.description_words",
-    "recommender.max_image_side",
-)
 
-
-@dataclass(frozen=True)
-class Provenance:
-    """The config fields a stage's output depends on, and the outputs it reads."""
-
-    fields: tuple[str, ...]
-    upstream: tuple[str, ...]
-    # Output read only when the recommender shows candidates' item summaries.
-    with_descriptions: bool = False
-    ignored: tuple[str, ...] = ()
-
-
+# Every stage's provenance comes from its descriptor; the baselines are not a stage.
 PROVENANCE: dict[str, Provenance] = {
-    "dataset": Provenance(("prepare",), ()),
-    "item_summaries": Provenance(
-        ("domain", "mllm", "items.mode", "items.on_error", "items.max_image_side"),
-        ("dataset",),
-    ),
-    "user_summaries": Provenance(
-        (
-            "domain",
-            "llm",
-            "users.mode",
-            "users.block_size",
-            "users.prompt",
-            "users.item_words",
-            "users.history_window",
-        ),
-        ("dataset", "item_summaries"),
-    ),
-    "samples": Provenance(("samples",), ("dataset", "user_summaries")),
-    "train": Provenance(
-        (*_RECOMMENDER, "train"),
-        ("dataset", "samples"),
-        with_descriptions=True,
-        ignored=(
-            "train.resources",
-            "train.placement_strategy",
-            "train.max_failures",
-            "train.fail_once_at_epoch",
-            "train.tracking",
-            "train.tracking_uri",
-            "train.tracking_experiment",
-        ),
-    ),
-    "eval": Provenance(
-        (
-            *_RECOMMENDER,
-            "seed",
-            "evaluate.ks",
-            "evaluate.bootstrap_samples",
-            "evaluate.splits",
-        ),
-        ("dataset", "samples", "train"),
-        with_descriptions=True,
-    ),
+    **{stage.output: stage.provenance for stage in STAGES},
     # Every baseline (scores/<model>/ and baselines/<model>/).
     "baselines": Provenance(
         (
@@ -115,23 +54,10 @@ PROVENANCE: dict[str, Provenance] = {
 }
 
 
-# The prompt templates that shape each output: the summarizers' (items, users, and the
-# samples that carry the user summaries) and the recommender's (train, evaluate).
-_PROMPT_FAMILIES: dict[str, tuple[str, ...]] = {
-    "dataset": (),
-    "item_summaries": ("summarize",),
-    "user_summaries": ("summarize",),
-    "samples": ("summarize",),
-    "train": ("summarize", "recommend"),
-    "eval": ("summarize", "recommend"),
-    "baselines": (),
-}
-
-
 def prompt_versions(output: str) -> dict[str, str]:
     """The versions of the prompt templates that shape ``output`` (read at call time)."""
     versions = {"summarize": prompts.PROMPT_VERSION, "recommend": prompts.RECOMMEND_PROMPT_VERSION}
-    return {family: versions[family] for family in _PROMPT_FAMILIES[output]}
+    return {family: versions[family] for family in PROVENANCE[output].prompts}
 
 
 def _field(data: dict[str, Any], dotted: str) -> Any:

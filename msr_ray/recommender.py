@@ -22,9 +22,10 @@ from msr_ray.data.images import ImageError, item_image
 from msr_ray.models import prompts
 from msr_ray.models.loading import LoadedModel, load_model
 from msr_ray.models.scoring import SplitPrompt, score_shared, split_prompt
+from msr_ray.registry import STAGES_BY_COMMAND
 from msr_ray.rundir import RunDir
 
-TRAIN_STAGE = "train"
+TRAIN_STAGE = STAGES_BY_COMMAND["train"].output
 ADAPTER = "adapter"
 # The config a trained adapter was trained with, saved next to it in ``train/``.
 CONFIG_FILE = "config.yaml"

@@ -26,10 +26,11 @@ import pyarrow as pa
 from msr_ray.config import PipelineConfig, TrainConfig
 from msr_ray.models.lora import lora_config
 from msr_ray.recommender import ADAPTER
+from msr_ray.registry import STAGES_BY_COMMAND
 from msr_ray.rundir import RunDir
 from msr_ray.tracking import MlflowTracker, NoTracking, Tracker, flatten
 
-STAGE = "train"
+STAGE = STAGES_BY_COMMAND["train"].output
 DEEPSPEED_DIR = "deepspeed"
 STATE_FILE = "train_state.json"
 

@@ -31,6 +31,24 @@ def test_every_stage_has_a_command():
     assert {s.command for s in STAGES} <= set(main.commands)
 
 
+def test_every_stage_descriptor_is_a_command_with_its_help_and_options(tmp_path):
+    for stage in STAGES:
+        command = main.commands[stage.command]
+        assert command.help == stage.help
+        flags = {flag for param in command.params for flag in param.opts}
+        assert {"--config", "--set", "--run-dir", "--force", "--address"} <= flags
+        assert {option.flag for option in stage.options} <= flags
+    # A stage's own option overrides the config key its descriptor names.
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["prepare", "--run-dir", str(run_dir), "--source", "synthetic", "--path", "x"]
+    )
+    assert result.exit_code == 0, result.output
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["prepare"]
+    assert (recorded["source"], recorded["path"]) == ("synthetic", "x")
+    assert "prepare: done" in result.output and "users 60, items kept" in result.output
+
+
 def test_stage_error_is_one_line_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["summarize-users", "--run-dir", str(tmp_path)])
     assert result.exit_code == 1

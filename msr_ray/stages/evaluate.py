@@ -20,10 +20,11 @@ from msr_ray.metrics import evaluate_scores
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.provenance import BuildContext
 from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
+from msr_ray.registry import output_of
 from msr_ray.rundir import RunDir
 from msr_ray.tables import scores_table
 
-STAGE = "eval"
+STAGE = output_of(__name__)
 SCORES_DIR = "scores"
 MODEL_NAME = "mllm-msr"
 

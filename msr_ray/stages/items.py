@@ -30,9 +30,9 @@ from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
 from msr_ray.models.generation import ChatRequest, Generated
 from msr_ray.provenance import BuildContext
-from msr_ray.registry import COMMAND_OF_OUTPUT
+from msr_ray.registry import COMMAND_OF_OUTPUT, output_of
 
-STAGE = "item_summaries"
+STAGE = output_of(__name__)
 
 
 @dataclass

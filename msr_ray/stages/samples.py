@@ -15,9 +15,10 @@ from msr_ray.data.histories import train_histories
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import DataError
 from msr_ray.provenance import BuildContext
+from msr_ray.registry import output_of
 from msr_ray.tables import read_dataset
 
-STAGE = "samples"
+STAGE = output_of(__name__)
 
 
 def build(context: BuildContext) -> dict[str, Any]:

@@ -30,14 +30,16 @@ from msr_ray.data.schemas import DataError
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.provenance import BuildContext
 from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
+from msr_ray.registry import output_of
 from msr_ray.rundir import RunDir
 from msr_ray.sft_recipe import (
     PROGRESS_EVERY_S,
-    STAGE,
     progress_file,
     tracking_uri,
     train_loop_per_worker,
 )
+
+STAGE = output_of(__name__)
 
 # Validation blocks per worker: the split hands out whole blocks.
 VALID_BLOCKS_PER_WORKER = 4
@@ -117,13 +119,17 @@ def shown_progress(run: RunDir, key: str, steps_per_epoch: int, epochs: int) -> 
     bar = tqdm(total=steps_per_epoch * epochs, desc="train", unit="step")
 
     def follow() -> None:
+        shown = None
         while not done.wait(PROGRESS_EVERY_S):
             try:
                 latest = run.read_json(*progress_file(key))
             except (OSError, ValueError):  # not written yet, or being replaced
                 continue
+            if latest == shown:
+                continue
+            shown = latest
+            bar.set_postfix(epoch=latest["epoch"] + 1, loss=f"{latest['loss']:.4f}", refresh=False)
             bar.update(latest["epoch"] * steps_per_epoch + latest["step"] - bar.n)
-            bar.set_postfix(epoch=latest["epoch"] + 1, loss=f"{latest['loss']:.4f}")
 
     watcher = threading.Thread(target=follow, daemon=True)
     watcher.start()

@@ -38,10 +38,10 @@ from msr_ray.preferences import (
     history_catalog,
 )
 from msr_ray.provenance import BuildContext
-from msr_ray.registry import COMMAND_OF_OUTPUT
+from msr_ray.registry import COMMAND_OF_OUTPUT, output_of
 from msr_ray.rundir import RunDir
 
-STAGE = "user_summaries"
+STAGE = output_of(__name__)
 
 
 class UserShard:
