@@ -33,7 +33,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from msr_ray.baselines.runner import BASELINES, baseline_name, run_baseline
+from msr_ray.baselines import BASELINES
+from msr_ray.baselines.runner import baseline_name, run_baseline
 from msr_ray.config import PipelineConfig, load_config, with_overrides
 from msr_ray.data.genre_signal import genre_scores, item_genres, named_genres, naming_share, profile
 from msr_ray.data.histories import latest_summaries, summary_start, train_histories

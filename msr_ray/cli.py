@@ -12,11 +12,13 @@ import logging
 import os
 import re
 import sys
+import typing
 import warnings
 from pathlib import Path
 
 import click
 
+from msr_ray.baselines import BASELINES
 from msr_ray.cluster import VERBOSE_ENV
 from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
@@ -243,11 +245,21 @@ def _stage_command(stage: StageInfo) -> None:
 
     cmd.__doc__ = stage.help
     for option in reversed(stage.options):
-        kind = click.Choice(list(option.choices)) if option.choices else None
+        choices = _choices(option.key)
+        kind = click.Choice(choices) if choices else None
         cmd = click.option(
             option.flag, _dest(option), type=kind, help=f"{option.help} (overrides {option.key})."
         )(cmd)
     main.command(name=stage.command)(_common_options(cmd))
+
+
+def _choices(key: str) -> list[str]:
+    """The values a config key allows when its field is a Literal (else none)."""
+    section, name = key.split(".")
+    field = PipelineConfig.model_fields[section].annotation.model_fields[name]
+    if typing.get_origin(field.annotation) is typing.Literal:
+        return [str(v) for v in typing.get_args(field.annotation)]
+    return []
 
 
 def _dest(option: CliOption) -> str:
@@ -263,7 +275,7 @@ def _run_all(
 ) -> None:
     """Run the pipeline; with ``compare``, also score the baselines and write the report."""
     from msr_ray import provenance
-    from msr_ray.baselines.runner import BASELINES, baseline_name, run_baseline
+    from msr_ray.baselines.runner import baseline_name, run_baseline
     from msr_ray.report import build_report, collect_metrics
 
     try:
@@ -297,7 +309,7 @@ def _run_all(
     "models",
     multiple=True,
     required=True,
-    type=click.Choice(["pop", "sasrec", "gru4rec"]),
+    type=click.Choice(list(BASELINES)),
     help="Baseline to train and score (repeatable).",
 )
 def baseline(config_path, overrides, run_dir, models):

@@ -30,12 +30,12 @@ class Provenance:
 
 @dataclass(frozen=True)
 class CliOption:
-    """A stage command's own option: ``--flag VALUE`` overrides config key ``key``."""
+    """A stage command's own option: ``--flag VALUE`` overrides config key ``key`` (its
+    choices, if any, are the config field's)."""
 
     flag: str
     key: str
     help: str
-    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ RECOMMENDER_FIELDS = (
     "recommender.description_words",
     "recommender.max_image_side",
 )
-SOURCES = ("synthetic", "csv", "parquet", "movielens", "microlens", "amazon")
 
 STAGES: list[StageInfo] = [
     StageInfo(
@@ -77,7 +76,7 @@ STAGES: list[StageInfo] = [
 
     Writes <run>/dataset/ and a summary that accounts for every input row.""",
         options=(
-            CliOption("--source", "prepare.source", "Dataset format", SOURCES),
+            CliOption("--source", "prepare.source", "Dataset format"),
             CliOption("--path", "prepare.path", "Input folder of the source"),
         ),
     ),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from msr_ray import provenance
+from msr_ray.baselines import BASELINES
 from msr_ray.baselines.data import eval_groups, sequence_data, train_counts
 from msr_ray.baselines.models import GRU4Rec, SASRec
 from msr_ray.baselines.training import fit, score
@@ -22,8 +23,6 @@ from msr_ray.data.sampling import run_sample
 from msr_ray.metrics import evaluate_scores
 from msr_ray.rundir import RunDir
 from msr_ray.tables import read_dataset, scores_table
-
-BASELINES = {"pop": "popularity", "sasrec": "sasrec", "gru4rec": "gru4rec"}
 
 
 def baseline_name(model: str, config: PipelineConfig) -> str:
