@@ -9,12 +9,13 @@ from tqdm import tqdm
 
 from msr_ray.baselines.data import PAD
 from msr_ray.baselines.models import item_logits
+from msr_ray.models.scoring import left_pad
 
 
-def left_pad(sequences: list[list[int]], length: int) -> torch.Tensor:
+def recent_items(sequences: list[list[int]], length: int) -> torch.Tensor:
     """The last ``length`` items of each sequence, left-padded with PAD."""
-    rows = [s[-length:] for s in sequences]
-    return torch.tensor([[PAD] * (length - len(r)) + r for r in rows], dtype=torch.long)
+    ids, _ = left_pad([s[-length:] for s in sequences], PAD, width=length)
+    return ids
 
 
 def fit(
@@ -31,8 +32,8 @@ def fit(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     usable = [s for s in sequences if len(s) >= 2]
-    inputs = left_pad([s[:-1] for s in usable], max_len)
-    targets = left_pad([s[1:] for s in usable], max_len)
+    inputs = recent_items([s[:-1] for s in usable], max_len)
+    targets = recent_items([s[1:] for s in usable], max_len)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     losses = []
     for _ in tqdm(range(epochs), desc=f"train {name}", unit="epoch"):
@@ -68,7 +69,7 @@ def score(
     model.eval()
     out: list[float] = []
     for start in range(0, len(prefixes), batch_size):
-        batch = left_pad(prefixes[start : start + batch_size], max_len)
+        batch = recent_items(prefixes[start : start + batch_size], max_len)
         hidden = model(batch)[:, -1, :]
         items = torch.tensor(candidates[start : start + batch_size])
         out += (hidden * model.items(items)).sum(dim=1).tolist()

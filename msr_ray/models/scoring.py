@@ -157,8 +157,12 @@ def encode_prompts(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> Encod
 TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
 
 
-def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
+def left_pad(
+    rows: list[list[int]], pad: int, device=None, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids padded on the left with ``pad`` to ``width`` (default: the longest),
+    and their attention mask."""
+    width = max(len(r) for r in rows) if width is None else width
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return ids, mask
@@ -214,7 +218,7 @@ def _answer_logits(
     """
     from transformers import DynamicCache
 
-    prefix_ids, prefix_mask = _left_pad(encoded.prefixes, pad, device)
+    prefix_ids, prefix_mask = left_pad(encoded.prefixes, pad, device)
     with torch.set_grad_enabled(prefix_gradient and torch.is_grad_enabled()):
         prefix = model(
             input_ids=prefix_ids,
@@ -232,7 +236,7 @@ def _answer_logits(
         config=_text_config(model),
     )
     rows = [s + t for s, t in zip(encoded.suffixes, tails, strict=True)]
-    suffix_ids, suffix_mask = _left_pad(rows, pad, device)
+    suffix_ids, suffix_mask = left_pad(rows, pad, device)
     prefix_mask = prefix_mask.index_select(0, owner)
     mask = torch.cat([prefix_mask, suffix_mask], dim=1)
     positions = _positions(suffix_mask, prefix_mask.sum(dim=1))
@@ -254,7 +258,7 @@ def _answer_logits(
 def _full_logits(model, encoded: EncodedPrompts, pad: int, device) -> torch.Tensor:
     """Logits at the last position of every prefix + suffix, run as whole sequences."""
     rows = [encoded.prefixes[o] + s for o, s in zip(encoded.owner, encoded.suffixes, strict=True)]
-    ids, mask = _left_pad(rows, pad, device)
+    ids, mask = left_pad(rows, pad, device)
     positions = _positions(mask)
     if (rope := _rope_index_owner(model)) is not None:
         positions = _mrope_positions(rope, ids, mask, encoded.vision)

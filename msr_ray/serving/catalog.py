@@ -13,7 +13,12 @@ from msr_ray.data.histories import latest_summaries, train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
 from msr_ray.rundir import RunDir
-from msr_ray.serving.requests import RecommendRequest, RequestError
+from msr_ray.serving.requests import (
+    RecommendRequest,
+    RequestError,
+    unknown_items,
+    unknown_user,
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,7 @@ class ServingCatalog:
     def _preference(self, user_id: str) -> Preference:
         preference = self.preferences.get(user_id)
         if preference is None:
-            raise RequestError(
-                f"user {user_id!r} has no preference summary in this run", 404, "unknown_user"
-            )
+            raise unknown_user(user_id)
         return preference
 
     def profile(self, user_id: str, online_items: list[str]) -> dict[str, Any]:
@@ -87,9 +90,7 @@ class ServingCatalog:
         self._preference(request.user_id)
         unknown = [item for item in request.candidates if item not in self.items]
         if unknown:
-            raise RequestError(
-                f"{len(unknown)} unknown item ids, e.g. {unknown[:5]}", 404, "unknown_item"
-            )
+            raise unknown_items(unknown)
 
     def candidate_rows(
         self, request: RecommendRequest, preference: Preference

@@ -26,7 +26,7 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import summaries_by_user, summary_start, train_histories
 from msr_ray.preferences import PreferenceSummarizer, UserState, apply, history_catalog
 from msr_ray.rundir import RunDir
-from msr_ray.serving.requests import RequestError
+from msr_ray.serving.requests import RequestError, unknown_items, unknown_user
 
 PROFILES = "profiles"
 
@@ -70,9 +70,7 @@ class ProfileStore:
     def _load(self, user_id: str) -> Profile:
         """The user's profile from the run: batch rows, then every persisted event and step."""
         if user_id not in self.batch_summaries:
-            raise RequestError(
-                f"user {user_id!r} has no preference summary in this run", 404, "unknown_user"
-            )
+            raise unknown_user(user_id)
         key = user_key(user_id)
         history = list(self.histories.get(user_id, []))
         first = summary_start(len(history), self.config.users.history_window)
@@ -139,9 +137,7 @@ class ProfileStore:
             return {**self.latest(user_id), "event_id": event_id, "duplicate": True}
         unknown = [item for item in items if item not in self.item_ids]
         if unknown:
-            raise RequestError(
-                f"{len(unknown)} unknown item ids, e.g. {unknown[:5]}", 404, "unknown_item"
-            )
+            raise unknown_items(unknown)
         event = {
             "user_id": user_id,
             "event_id": event_id or uuid.uuid4().hex,

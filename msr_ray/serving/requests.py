@@ -17,6 +17,18 @@ class RequestError(ValueError):
         self.status, self.reason = status, reason
 
 
+def unknown_user(user_id: str) -> RequestError:
+    """The 404 for a user with no preference summary in the served run."""
+    return RequestError(
+        f"user {user_id!r} has no preference summary in this run", 404, "unknown_user"
+    )
+
+
+def unknown_items(unknown: list[str]) -> RequestError:
+    """The 404 for item ids the served run does not know."""
+    return RequestError(f"{len(unknown)} unknown item ids, e.g. {unknown[:5]}", 404, "unknown_item")
+
+
 @dataclass(frozen=True)
 class RecommendRequest:
     """Rank ``candidates`` for ``user_id``; return the best ``top_k`` (None = all)."""

@@ -80,7 +80,11 @@ class Scorer:
             self._apply((int(batching[0]), float(batching[1])))
         return await self._score((await self._model(key), rows))
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    # Serve's decorator needs constants; ``_apply`` sets the served config's values.
+    @serve.batch(
+        max_batch_size=ServeConfig.model_fields["max_batch_requests"].default,
+        batch_wait_timeout_s=ServeConfig.model_fields["batch_wait_s"].default,
+    )
     async def _score(self, work: list[tuple[Any, list[dict[str, Any]]]]) -> list[list[float]]:
         """P(yes) of every candidate of the batched requests, off the event loop; each
         request is scored with its own run's model."""
