@@ -34,7 +34,7 @@ from msr_ray.config import ServeConfig
 from msr_ray.data.ids import normalize_id
 from msr_ray.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
-from msr_ray.serving.catalog import Preference, ServingCatalog
+from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import (
     RequestError,
     decode_body,
@@ -166,7 +166,7 @@ class RecommenderIngress:
     @http_api.get("/users", response_model=schemas.Page)
     def list_users(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """User ids with a preference summary, sorted; ``limit`` at most 1000."""
-        return _page(sorted(self.served.catalog.preferences), offset, limit)
+        return _page(sorted(self.served.catalog.users), offset, limit)
 
     @http_api.get("/users/{user_id}", response_model=schemas.UserProfile, responses=schemas.ERRORS)
     async def get_user(self, user_id: str) -> Any:
@@ -174,9 +174,12 @@ class RecommenderIngress:
         user_id = normalize_id(user_id)
         try:
             online = await self._profile_call("latest", user_id)
-            return self.served.catalog.profile(user_id, online["online_items"]) | {
+            return {
+                "user_id": user_id,
                 "summary": online["summary"],
                 "step": online["step"],
+                "history": self.served.catalog.history(user_id, online["online_items"]),
+                "online_items": len(online["online_items"]),
             }
         except RequestError as exc:
             return error_response(exc)
@@ -217,7 +220,7 @@ class RecommenderIngress:
         return {
             "status": "ok",
             "replica": serve.get_replica_context().replica_id.unique_id,
-            "users": len(self.served.catalog.preferences),
+            "users": len(self.served.catalog.users),
             "run_dir": settings.run_dir,
             "max_batch_requests": settings.max_batch_requests,
         }
@@ -279,8 +282,7 @@ class RecommenderIngress:
         except RequestError as exc:
             raise self._refused(exc) from None
         online = await self._profile_call("latest", request.user_id)
-        preference = Preference(online["summary"], online["step"])
-        rows = served.catalog.candidate_rows(request, preference)
+        rows = served.catalog.candidate_rows(request, online["summary"])
         scores = await self._scores(served.settings, rows)
         ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
         ranking = [
@@ -290,8 +292,8 @@ class RecommenderIngress:
         self.counts["answered"] += 1
         return {
             "user_id": request.user_id,
-            "explanation": preference.summary,
-            "summary_covers_items": preference.covers_items,
+            "explanation": online["summary"],
+            "summary_covers_items": online["step"],
             "candidates": len(rows),
             "ranking": ranking,
         }

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from msr_ray.data.histories import latest_summaries, train_histories
+from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
 from msr_ray.rundir import RunDir
@@ -21,16 +20,10 @@ from msr_ray.serving.requests import (
 )
 
 
-@dataclass(frozen=True)
-class Preference:
-    """A user's latest preference summary and how many history items it covers."""
-
-    summary: str
-    covers_items: int
-
-
 class ServingCatalog:
-    """Items by id and each user's latest preference summary, held in memory."""
+    """Items by id, the users the run summarized, and their batch histories, held in
+    memory. A user's served summary is not here: the profile store (``profiles.py``,
+    behind the ProfileUpdater) is its one owner, batch rows and online steps alike."""
 
     def __init__(
         self,
@@ -44,10 +37,7 @@ class ServingCatalog:
         if descriptions is not None:
             for item, row in self.items.items():
                 row["description"] = descriptions.get(item)
-        self.preferences = {
-            user: Preference(summary, step)
-            for user, (step, summary) in latest_summaries(summaries).items()
-        }
+        self.users = frozenset(summaries["user_id"].to_pylist())
 
     @classmethod
     def from_run(cls, run: RunDir, with_descriptions: bool = False) -> ServingCatalog:
@@ -64,39 +54,29 @@ class ServingCatalog:
             train_histories(sequences),
         )
 
-    def _preference(self, user_id: str) -> Preference:
-        preference = self.preferences.get(user_id)
-        if preference is None:
+    def check_user(self, user_id: str) -> None:
+        """404 for a user the run has no preference summary of."""
+        if user_id not in self.users:
             raise unknown_user(user_id)
-        return preference
 
-    def profile(self, user_id: str, online_items: list[str]) -> dict[str, Any]:
-        """The user's batch summary and history, then the items added online."""
-        preference = self._preference(user_id)
-        history = [
+    def history(self, user_id: str, online_items: list[str]) -> list[dict[str, str]]:
+        """The user's batch history, then the items added online: id and title each."""
+        self.check_user(user_id)
+        return [
             {"item_id": item, "title": self.items[item]["title"] if item in self.items else ""}
             for item in [*self.histories.get(user_id, []), *online_items]
         ]
-        return {
-            "user_id": user_id,
-            "summary": preference.summary,
-            "step": preference.covers_items,
-            "history": history,
-            "online_items": len(online_items),
-        }
 
     def check_candidates(self, request: RecommendRequest) -> None:
         """404 for an unknown user or any unknown candidate."""
-        self._preference(request.user_id)
+        self.check_user(request.user_id)
         unknown = [item for item in request.candidates if item not in self.items]
         if unknown:
             raise unknown_items(unknown)
 
-    def candidate_rows(
-        self, request: RecommendRequest, preference: Preference
-    ) -> list[dict[str, Any]]:
+    def candidate_rows(self, request: RecommendRequest, summary: str) -> list[dict[str, Any]]:
         """One scoring row per (checked) candidate, with the user's summary."""
-        return [{**self.items[item], "summary": preference.summary} for item in request.candidates]
+        return [{**self.items[item], "summary": summary} for item in request.candidates]
 
     def sample_unseen(self, user_id: str, seen: set[str], n: int) -> list[str]:
         """``n`` items not in ``seen``: the same sample for a user every time."""

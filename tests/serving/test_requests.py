@@ -7,7 +7,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from msr_ray.config import ServeConfig
-from msr_ray.serving.catalog import Preference, ServingCatalog
+from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import (
     RecommendRequest,
     RequestError,
@@ -62,18 +62,17 @@ def _catalog(descriptions: dict[str, str] | None = None) -> ServingCatalog:
     return ServingCatalog(items, summaries, descriptions)
 
 
-def test_catalog_serves_the_latest_summary_with_each_candidate():
+def test_catalog_gives_each_candidate_the_summary_it_is_handed():
     catalog, request = _catalog(), RecommendRequest("u1", ("b", "a"))
     catalog.check_candidates(request)
-    preference = catalog.preferences["u1"]
-    assert preference == Preference("new", 6)
-    rows = catalog.candidate_rows(request, preference)
+    assert catalog.users == {"u1", "u2"}
+    rows = catalog.candidate_rows(request, "new")  # the profile store's latest summary
     assert [(r["item_id"], r["title"], r["summary"]) for r in rows] == [
         ("b", "B", "new"),
         ("a", "A", "new"),
     ]
     assert rows[0]["image_bytes"] == [b"png"] and "description" not in rows[0]
-    described = _catalog({"a": "About A."}).candidate_rows(request, preference)
+    described = _catalog({"a": "About A."}).candidate_rows(request, "new")
     assert [r["description"] for r in described] == [None, "About A."]
 
 
