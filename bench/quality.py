@@ -59,6 +59,10 @@ SMOKE = [
     "samples.eval_users=6",
     "samples.max_train_groups=8",
     "train.max_valid_groups=2",
+    "train.num_workers=1",
+    "items.min_actors=1",
+    "evaluate.min_actors=1",
+    "evaluate.max_actors=1",
     "evaluate.bootstrap_samples=50",
     "baselines.epochs=1",
 ]
