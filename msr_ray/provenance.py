@@ -56,7 +56,11 @@ PROVENANCE: dict[str, Provenance] = {
 
 def prompt_versions(output: str) -> dict[str, str]:
     """The versions of the prompt templates that shape ``output`` (read at call time)."""
-    versions = {"summarize": prompts.PROMPT_VERSION, "recommend": prompts.RECOMMEND_PROMPT_VERSION}
+    versions = {
+        "summarize": prompts.PROMPT_VERSION,
+        "recommend": prompts.RECOMMEND_PROMPT_VERSION,
+        "scoring": prompts.SCORING_VERSION,
+    }
     return {family: versions[family] for family in PROVENANCE[output].prompts}
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Provenance:
     """What an output is built from: the config fields it depends on, the outputs it
-    reads, and the prompt template families that shape it (``msr_ray.provenance``)."""
+    reads, and the versioned code that shapes it (``msr_ray.provenance``): the prompt
+    templates (``summarize``, ``recommend``) and the scoring (``scoring``)."""
 
     fields: tuple[str, ...]
     upstream: tuple[str, ...]
@@ -151,7 +152,7 @@ STAGES: list[StageInfo] = [
                 "train.tracking_uri",
                 "train.tracking_experiment",
             ),
-            prompts=("summarize", "recommend"),
+            prompts=("summarize", "recommend", "scoring"),
         ),
         status_counts=("train_rows", "epochs"),
         help="""LoRA SFT of the Yes/No recommender with Ray Train + DeepSpeed.
@@ -174,7 +175,7 @@ STAGES: list[StageInfo] = [
             ),
             ("dataset", "samples", "train"),
             with_descriptions=True,
-            prompts=("summarize", "recommend"),
+            prompts=("summarize", "recommend", "scoring"),
         ),
         status_counts=("candidates",),
         help="""Score every valid/test candidate and compute AUC, HR@K, NDCG@K, MRR@K.

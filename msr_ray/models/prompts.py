@@ -17,6 +17,10 @@ from typing import Literal
 PROMPT_VERSION = "mllm-msr-v2"
 # The recommender's prompt (recorded by train and evaluate): v2 puts the shared part first.
 RECOMMEND_PROMPT_VERSION = "recommend-v2"
+# How scores and the training loss are computed from the model (``scoring.py``), versioned
+# beside the prompts: train and evaluate fingerprints carry it, so a change rebuilds them.
+# fp32-head-1: the answer logits come from the LM head run in fp32 (``fp32_head``).
+SCORING_VERSION = "fp32-head-1"
 # sha256 of every template of a version rendered with the test's fixed arguments
 # (tests/models/test_prompts.py): the summarizers' (PROMPT_VERSION) and the recommender's.
 TEMPLATE_SHA256 = {

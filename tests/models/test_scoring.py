@@ -153,3 +153,32 @@ def test_listwise_loss_teaches_the_ranking(tiny_mllm):
     model.load_state_dict(state)
     assert losses[-1] < losses[0] / 4
     assert red > blue and other_red > other_blue
+
+
+def test_a_bf16_model_scores_from_fp32_answer_logits():
+    """A bf16 head rounds large logits to coarse steps, so candidates tie; the scorer
+    runs the head in fp32 on the final hidden states instead."""
+    from msr_ray.config import ModelSpec
+    from msr_ray.models.loading import load_model
+
+    loaded = load_model(ModelSpec(name="tiny", dtype="bfloat16"), "mllm")
+    head, ids = loaded.model.get_output_embeddings(), answer_ids(loaded)
+    batch = [_prompt(loaded, image, f"Title {n}") for n in range(8) for image in (RED, BLUE)]
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    score_shared(loaded, batch)
+    # Move both answer logits up by about 25 (the margin stays): bf16 steps there are 0.125.
+    mean = captured[-1][:, -1].float().mean(dim=0)
+    with torch.no_grad():
+        head.weight[[ids.yes, ids.no]] += (25 * mean / mean.square().sum()).bfloat16()
+    scores = score_shared(loaded, batch)
+    hook.remove()
+    hidden = captured[-1][:, -1].float()  # the suffix pass: the answer position
+    weight = head.weight.float()
+    assert (hidden @ weight[ids.yes]).min() > 16
+    margins = hidden @ (weight[ids.yes] - weight[ids.no])
+    assert scores == pytest.approx(torch.sigmoid(margins).tolist(), abs=1e-5)
+    logits = (hidden.bfloat16() @ head.weight.T).float()  # what a bf16 head returns
+    rounded = torch.sigmoid(logits[:, ids.yes] - logits[:, ids.no])
+    assert (rounded - torch.tensor(scores)).abs().max() > 1e-3
+    assert head.weight.dtype == torch.bfloat16  # the model itself is left as it was
