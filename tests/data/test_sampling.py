@@ -1,32 +1,13 @@
 """The sampled protocol: who is evaluated and trained, windows, capped pairs, items read."""
 
-import pyarrow as pa
 import pytest
 
 from msr_ray.config import SamplesConfig, load_config
 from msr_ray.data.histories import block_start, boundaries, next_boundary, summary_start
 from msr_ray.data.sampling import build_samples, items_read, planned_summaries, sample_users
-from msr_ray.data.schemas import SEQUENCES
+from tests.stages.test_samples import _sequences
 
 CATALOGUE = [f"i{n:03d}" for n in range(200)]
-
-
-def _sequences(histories: dict[str, list[str]]) -> pa.Table:
-    rows = []
-    for user, items in histories.items():
-        for pos, item in enumerate(items):
-            last = len(items) - 1 - pos
-            split = "test" if last == 0 else "valid" if last == 1 else "train"
-            rows.append(
-                {
-                    "user_id": user,
-                    "item_id": item,
-                    "timestamp": pos,
-                    "position": pos,
-                    "split": split,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=SEQUENCES)
 
 
 # 40 users with 12 items each from the first 120 items: items 120-199 nobody rated.
