@@ -26,8 +26,8 @@ import numpy as np
 
 from msr_ray.config import load_config
 from msr_ray.data.synthetic_signal import CEILINGS, ceilings
-from msr_ray.report import synthetic_survival
-from msr_ray.rundir import RunDir
+from msr_ray.evaluation.report import synthetic_survival
+from msr_ray.run.rundir import RunDir
 
 SEEDS = (0, 1, 2)
 CEILING_RANGE = (0.80, 0.93)

@@ -11,14 +11,14 @@ import argparse
 import tempfile
 import time
 
-from msr_ray.cluster import init_ray
 from msr_ray.config import load_config
 from msr_ray.data.readers import READERS
+from msr_ray.method.item_summaries import plan_item
 from msr_ray.models.generation import generate
 from msr_ray.models.loading import load_model
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
-from msr_ray.stages.items import plan_item
+from msr_ray.run.cluster import init_ray
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 
 
 def main() -> None:

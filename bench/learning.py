@@ -30,15 +30,15 @@ import torch
 from msr_ray.config import PipelineConfig, parse_config, with_overrides
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.synthetic_signal import _World, auc
+from msr_ray.method.recommender import Recommender, candidate_rows
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import lora_config
 from msr_ray.models.prompts import PREFERENCE_PREFIX
 from msr_ray.models.scoring import answer_margins, encode_prompts, listwise_loss, sft_loss
-from msr_ray.recommender import Recommender, candidate_rows
-from msr_ray.rundir import RunDir
-from msr_ray.sft_recipe import linear_schedule
-from msr_ray.stages.train import prefix_unit_order
-from msr_ray.tables import read_dataset
+from msr_ray.run.rundir import RunDir
+from msr_ray.run.tables import read_dataset
+from msr_ray.training.recipe import linear_schedule
+from msr_ray.training.row_order import prefix_unit_order
 
 
 def oracle_summaries(config: PipelineConfig, rows: pa.Table) -> pa.Table:

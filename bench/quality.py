@@ -33,17 +33,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from msr_ray.baselines import BASELINES
-from msr_ray.baselines.runner import baseline_name, run_baseline
 from msr_ray.config import PipelineConfig, load_config, with_overrides
 from msr_ray.data.genre_signal import genre_scores, item_genres, named_genres, naming_share, profile
 from msr_ray.data.histories import latest_summaries, summary_start, train_histories
 from msr_ray.data.sampling import build_samples
-from msr_ray.metrics import evaluate_scores, format_table, paired_difference
-from msr_ray.pipeline import run_stage
-from msr_ray.registry import STAGES
-from msr_ray.rundir import RunDir
-from msr_ray.tables import read_dataset
+from msr_ray.evaluation.baselines import BASELINES
+from msr_ray.evaluation.baselines.runner import baseline_name, run_baseline
+from msr_ray.evaluation.metrics import evaluate_scores, format_table, paired_difference
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.registry import STAGES
+from msr_ray.run.rundir import RunDir
+from msr_ray.run.tables import read_dataset
 
 SOURCES = {"movielens-1m": "movielens", "microlens-50k": "microlens"}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality-movielens.yaml"

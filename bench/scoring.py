@@ -24,9 +24,9 @@ import numpy as np
 from msr_ray.config import ModelSpec, PipelineConfig, RecommenderConfig, SyntheticConfig
 from msr_ray.data.images import encode_png
 from msr_ray.data.synthetic import draw_item_image, make_items
+from msr_ray.method.recommender import Recommender
 from msr_ray.models.loading import load_model
 from msr_ray.models.scoring import score_full
-from msr_ray.recommender import Recommender
 
 SUMMARY = (
     "The user appears to have a preference for {genre} videos with bright, colourful covers "

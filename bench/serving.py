@@ -27,9 +27,9 @@ import urllib.request
 import ray
 from ray import serve
 
-from msr_ray.cluster import init_ray
 from msr_ray.config import ServeConfig
-from msr_ray.rundir import RunDir
+from msr_ray.run.cluster import init_ray
+from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater

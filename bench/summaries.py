@@ -24,8 +24,8 @@ from msr_ray.config import parse_config, with_overrides
 from msr_ray.data.histories import train_histories
 from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.data.synthetic_signal import survival
-from msr_ray.preferences import PreferenceSummarizer, UserState, apply, history_catalog
-from msr_ray.rundir import RunDir
+from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply, history_catalog
+from msr_ray.run.rundir import RunDir
 
 
 def summarize_all(summarizer: PreferenceSummarizer, histories: dict[str, list[str]]) -> list[dict]:

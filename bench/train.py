@@ -18,14 +18,14 @@ import time
 
 import pyarrow as pa
 
-from msr_ray.cluster import init_ray
 from msr_ray.config import SamplesConfig, load_config
 from msr_ray.data.histories import boundaries, train_histories
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import USER_SUMMARIES
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
-from msr_ray.tables import read_dataset
+from msr_ray.run.cluster import init_ray
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
+from msr_ray.run.tables import read_dataset
 
 SUMMARY = "The user appears to have a preference for colourful, upbeat videos (step {step})."
 ARMS = {

@@ -1,5 +1,9 @@
 """Users/s of lockstep batched shards vs per-user sequential generate calls.
 
+Both arms run the `summarize-users` stage through the pipeline: one shard with
+``users.max_batch_size=1`` (a generate call per user block) against ``--shards`` shards
+that batch every ready user of a round into one call.
+
 Same embedded LLM, the same 100 MovieLens-1M users with 9-item histories (3 blocks of 3),
 item descriptions from the genres; one run:
 
@@ -17,13 +21,11 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from msr_ray import provenance
-from msr_ray.cluster import init_ray
 from msr_ray.config import load_config
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
-from msr_ray.stages.users import UserShard
+from msr_ray.run.cluster import init_ray
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 
 HISTORY = 9
 
@@ -98,25 +100,19 @@ def main() -> None:
     n = _write_subset(RunDir(source.run_dir), RunDir(sequential.run_dir), args.users)
     _write_subset(RunDir(source.run_dir), RunDir(lockstep.run_dir), args.users)
 
-    key = provenance.fingerprint("user_summaries", sequential, RunDir(sequential.run_dir))
-    shard = UserShard(0, 1, sequential, key)
-    start = time.perf_counter()
-    calls, pending = 0, True
-    while pending:
-        result = shard.advance_round()
-        calls, pending = calls + result["generate_calls"], result["pending"]
-    sequential_s = time.perf_counter() - start
-    del shard
-
     init_ray(num_cpus=2)
+    start = time.perf_counter()
+    one_by_one = run_stage("summarize-users", sequential)
+    sequential_s = time.perf_counter() - start
     start = time.perf_counter()
     summary = run_stage("summarize-users", lockstep)
     lockstep_s = time.perf_counter() - start
 
     print(f"users={n} history={HISTORY} block_size=3 max_new_tokens={args.max_new_tokens}")
     print(
-        f"sequential (1 process, one generate call per user block, {calls} calls): "
-        f"{n / sequential_s:.3f} users/s ({sequential_s:.1f}s)"
+        f"sequential (1 shard, one generate call per user block, "
+        f"{one_by_one['generate_calls']} calls): {n / sequential_s:.3f} users/s "
+        f"({sequential_s:.1f}s incl. shard start-up)"
     )
     print(
         f"lockstep ({args.shards} shards, {summary['generate_calls']} calls, mean batch "

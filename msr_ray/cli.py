@@ -18,27 +18,27 @@ from pathlib import Path
 
 import click
 
-from msr_ray.baselines import BASELINES
-from msr_ray.cluster import VERBOSE_ENV
 from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
-from msr_ray.metrics import format_table
+from msr_ray.evaluation.baselines import BASELINES
+from msr_ray.evaluation.metrics import format_table
 from msr_ray.models.families import UnsupportedModel
-from msr_ray.pipeline import (
+from msr_ray.run.cluster import VERBOSE_ENV
+from msr_ray.run.pipeline import (
     current_without_writing,
     run_pipeline,
     run_stage,
     run_status,
 )
-from msr_ray.registry import STAGES, STAGES_BY_COMMAND, CliOption, StageInfo
-from msr_ray.rundir import (
+from msr_ray.run.registry import STAGES, STAGES_BY_COMMAND, CliOption, StageInfo
+from msr_ray.run.rundir import (
     MissingStageOutput,
     NotARunDirectory,
     OutsideRunDirectory,
     RunDir,
     RunDirLocked,
 )
-from msr_ray.runlogs import captured
+from msr_ray.run.runlogs import captured
 
 # Errors a user fixes (a missing stage, bad data, a wrong or busy run directory): one line,
 # no traceback.
@@ -274,9 +274,9 @@ def _run_all(
     config: PipelineConfig, force: bool, address: str | None, compare: bool = False
 ) -> None:
     """Run the pipeline; with ``compare``, also score the baselines and write the report."""
-    from msr_ray import provenance
-    from msr_ray.baselines.runner import baseline_name, run_baseline
-    from msr_ray.report import build_report, collect_metrics
+    from msr_ray.evaluation.baselines.runner import baseline_name, run_baseline
+    from msr_ray.evaluation.report import build_report, collect_metrics
+    from msr_ray.run import provenance
 
     try:
         run = RunDir(config.run_dir)
@@ -319,7 +319,7 @@ def baseline(config_path, overrides, run_dir, models):
     candidate lists the MLLM is scored on. Writes scores/<model>/ and
     baselines/<model>/metrics.json.
     """
-    from msr_ray.baselines.runner import run_baseline
+    from msr_ray.evaluation.baselines.runner import run_baseline
 
     config = _load(config_path, overrides, run_dir)
     results = {}
@@ -342,7 +342,7 @@ def report(config_path, overrides, run_dir, max_users):
 
     Sections appear for whatever the run holds; images are copied so it opens offline.
     """
-    from msr_ray.report import build_report
+    from msr_ray.evaluation.report import build_report
 
     config = _load(config_path, overrides, run_dir)
     try:
@@ -397,7 +397,7 @@ def export(run_dir, out):
     Loadable with AutoProcessor + AutoModelForImageTextToText from the folder alone;
     holds msr_ray_recommender.json (prompt settings, answer token ids) and a model card.
     """
-    from msr_ray.export import export_model
+    from msr_ray.method.export import export_model
 
     try:
         result = export_model(RunDir(run_dir, create=False), out)

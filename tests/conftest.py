@@ -13,8 +13,8 @@ from msr_ray.config import ModelSpec
 from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEMS, SAMPLES, SEQUENCES
 from msr_ray.models.loading import load_model
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from tests.stages.conftest import tiny_config
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,7 +52,7 @@ def embedded_llm():
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray instance shared by every test that needs one."""
-    from msr_ray.cluster import init_ray, shutdown_ray
+    from msr_ray.run.cluster import init_ray, shutdown_ray
 
     init_ray(num_cpus=2)
     yield

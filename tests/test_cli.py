@@ -5,8 +5,8 @@ import yaml
 from click.testing import CliRunner
 
 from msr_ray.cli import main
-from msr_ray.registry import STAGES
-from msr_ray.rundir import RunDir
+from msr_ray.run.registry import STAGES
+from msr_ray.run.rundir import RunDir
 
 COMMANDS = [
     "prepare",

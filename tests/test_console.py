@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from msr_ray.registry import STAGES
+from msr_ray.run.registry import STAGES
 from tests.stages.conftest import TINY_SETTINGS
 
 SETTINGS = [
@@ -42,7 +42,7 @@ def test_a_pipeline_prints_one_line_per_stage_and_the_table(tmp_path):
     (driver_log,) = (run_dir / "logs").glob("pipeline-*Z.log")
     records = driver_log.read_text()
     for stage in STAGES:
-        assert f" INFO msr_ray.pipeline: {stage.command}: {{" in records, stage.command
+        assert f" INFO msr_ray.run.pipeline: {stage.command}: {{" in records, stage.command
     (session,) = (run_dir / "logs" / "workers").iterdir()
     worker_files = sorted(p.name for p in session.iterdir())
     assert worker_files and all(n.startswith("worker-") for n in worker_files)

@@ -1,7 +1,7 @@
 """Prompt templates of MLLM-MSR (see shared/paper/MLLM-MSR.md), as chat messages.
 
 Every stage records ``PROMPT_VERSION`` with its outputs, and both versions enter the
-fingerprints of the stages whose output the templates shape (``msr_ray.provenance``), so a
+fingerprints of the stages whose output the templates shape (``msr_ray.run.provenance``), so a
 new version rebuilds them. Change a version whenever its templates' wording changes, and
 record the hash of the new rendering in ``TEMPLATE_SHA256`` (a test renders every template
 and fails when the text changed under an old version). ``domain`` is the noun for items
@@ -270,7 +270,7 @@ def recommend_prompt(
     """The recommender's question about one candidate: its image, title (and description).
 
     The text before ``SPLIT`` is what every candidate of one user shares, so it can be
-    computed once per user (see ``msr_ray.recommender``). ``shared-prefix`` puts the
+    computed once per user (see ``msr_ray.method.recommender``). ``shared-prefix`` puts the
     instruction and the user's preference first and the candidate last; ``paper`` keeps
     the paper's order (image first, the candidate's title at the very end), which shares
     only the chat template's header. ``description``, when given, is the candidate's item

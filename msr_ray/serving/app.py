@@ -32,7 +32,7 @@ from ray.serve.handle import DeploymentHandle
 
 from msr_ray.config import ServeConfig
 from msr_ray.data.ids import normalize_id
-from msr_ray.rundir import RunDir, absolute_location
+from msr_ray.run.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import (
@@ -75,7 +75,7 @@ class Served:
 def _load(settings: ServeConfig) -> Served:
     """The run's items and summaries (the run must hold a trained adapter: the Scorer
     deployment loads it)."""
-    from msr_ray.recommender import trained_config
+    from msr_ray.method.recommender import trained_config
 
     run = RunDir(settings.run_dir)
     config = trained_config(run, settings.overrides)  # refuses a run without `train`

@@ -10,8 +10,8 @@ import pyarrow as pa
 
 from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
-from msr_ray.recommender import ITEM_COLUMNS, item_descriptions
-from msr_ray.rundir import RunDir
+from msr_ray.method.recommender import ITEM_COLUMNS, item_descriptions
+from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import (
     RecommendRequest,
     RequestError,

@@ -2,7 +2,7 @@
 
 ``POST /users/{id}/events`` lands here. An event is written to the run directory before
 anything else happens, then the user's summary is advanced with the same recurrent step
-as `summarize-users` (``msr_ray.preferences``), and each new (user, step) row is written
+as `summarize-users` (``msr_ray.method.preferences``), and each new (user, step) row is written
 before the caller hears "accepted". Layout, under the served run directory::
 
     profiles/events/<user key>/<seq>.json                 # one file per accepted event
@@ -24,8 +24,8 @@ from typing import Any
 
 from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import summaries_by_user, summary_start, train_histories
-from msr_ray.preferences import PreferenceSummarizer, UserState, apply, history_catalog
-from msr_ray.rundir import RunDir
+from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply, history_catalog
+from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError, unknown_items, unknown_user
 
 PROFILES = "profiles"

@@ -24,8 +24,8 @@ STORES_KEPT = 2
 
 
 def _open_store(run_dir: str, overrides: tuple[str, ...]):
-    from msr_ray.recommender import trained_config
-    from msr_ray.rundir import RunDir
+    from msr_ray.method.recommender import trained_config
+    from msr_ray.run.rundir import RunDir
     from msr_ray.serving.profiles import ProfileStore
 
     run = RunDir(run_dir)

@@ -1,7 +1,7 @@
 """Stage `evaluate`: score every valid/test candidate with the fine-tuned recommender.
 
 A Ray Data actor pool loads the base MLLM with the trained LoRA adapter merged in and
-computes P(yes) for every candidate (``msr_ray.recommender``). Blocks hold whole
+computes P(yes) for every candidate (``msr_ray.method.recommender``). Blocks hold whole
 candidate lists, so each user's shared prompt prefix is computed once. ``scores/`` holds
 one row per candidate and ``eval/metrics.json`` the metrics of each split.
 """
@@ -13,16 +13,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from msr_ray.blocks import dataset_in_groups
 from msr_ray.config import PipelineConfig
 from msr_ray.data.schemas import SCORES
-from msr_ray.metrics import evaluate_scores
+from msr_ray.evaluation.metrics import evaluate_scores
+from msr_ray.method.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
-from msr_ray.provenance import BuildContext
-from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
-from msr_ray.registry import output_of
-from msr_ray.rundir import RunDir
-from msr_ray.tables import scores_table
+from msr_ray.run.blocks import dataset_in_groups
+from msr_ray.run.provenance import BuildContext
+from msr_ray.run.registry import output_of
+from msr_ray.run.rundir import RunDir
+from msr_ray.run.tables import scores_table
 
 STAGE = output_of(__name__)
 SCORES_DIR = "scores"

@@ -17,7 +17,7 @@ from msr_ray.data.preprocess import preprocess
 from msr_ray.data.readers import READERS, RawDataset
 from msr_ray.data.readers.generic import read_generic
 from msr_ray.data.schemas import DataError
-from msr_ray.provenance import BuildContext
+from msr_ray.run.provenance import BuildContext
 
 
 def load_source(cfg: PrepareConfig) -> RawDataset:

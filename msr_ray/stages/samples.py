@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 from msr_ray.data.histories import train_histories
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.schemas import DataError
-from msr_ray.provenance import BuildContext
-from msr_ray.registry import output_of
-from msr_ray.tables import read_dataset
+from msr_ray.run.provenance import BuildContext
+from msr_ray.run.registry import output_of
+from msr_ray.run.tables import read_dataset
 
 STAGE = output_of(__name__)
 

@@ -2,7 +2,7 @@
 
 Driver only: join the samples with the items (title, image), order the training rows
 (seeded, rows sharing a prompt prefix together), and start a ``TorchTrainer`` (gloo on
-CPU, nccl on GPU) whose workers run ``msr_ray.sft_recipe``. The training rows are split
+CPU, nccl on GPU) whose workers run ``msr_ray.training.recipe``. The training rows are split
 evenly across workers; the validation rows are split too, every row scored once, and
 every rank computes the epoch's AUC from the all-gathered scores. The trainer's run lives
 under ``<run>/_parts/train/<fingerprint>``: rerunning after a crash with the same inputs
@@ -20,24 +20,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from ray.train import DataConfig
 
 from msr_ray.config import dump_config
 from msr_ray.data.schemas import DataError
+from msr_ray.method.recommender import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
-from msr_ray.provenance import BuildContext
-from msr_ray.recommender import ADAPTER, CONFIG_FILE, candidate_rows
-from msr_ray.registry import output_of
-from msr_ray.rundir import RunDir
-from msr_ray.sft_recipe import (
+from msr_ray.run.provenance import BuildContext
+from msr_ray.run.registry import output_of
+from msr_ray.run.rundir import RunDir
+from msr_ray.training.recipe import (
     PROGRESS_EVERY_S,
     progress_file,
     tracking_uri,
     train_loop_per_worker,
 )
+from msr_ray.training.row_order import prefix_unit_order
 
 STAGE = output_of(__name__)
 
@@ -79,35 +79,6 @@ def portable_adapter_config(data: bytes, base_model: str) -> bytes:
     adapter_config = json.loads(data)
     adapter_config["base_model_name_or_path"] = base_model
     return json.dumps(adapter_config, indent=2, sort_keys=True).encode()
-
-
-def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
-    """A seeded row order that keeps rows sharing a prompt prefix next to each other.
-
-    Rows of one user at one summary step share the recommender prompt's prefix; they
-    form a unit, units come in random order, the unit's training groups (a target and
-    its negatives) in random order within it, and rows in random order within each
-    group. A micro-batch thus computes each shared prefix once (``sft_loss``) instead of
-    per row, and holds whole groups when its size is a multiple of theirs (the listwise
-    objective needs them whole).
-    """
-    rng = np.random.default_rng(seed)
-    units: dict[tuple[str, int], dict[str, list[int]]] = {}
-    for n, (user, step, group) in enumerate(
-        zip(
-            train["user_id"].to_pylist(),
-            train["step"].to_pylist(),
-            train["group"].to_pylist(),
-            strict=True,
-        )
-    ):
-        units.setdefault((user, step), {}).setdefault(group, []).append(n)
-    members = [list(groups.values()) for groups in units.values()]
-    order = []
-    for u in rng.permutation(len(members)):
-        for g in rng.permutation(len(members[u])):
-            order += [int(n) for n in rng.permutation(members[u][g])]
-    return np.array(order, dtype=np.int64)
 
 
 @contextmanager

@@ -6,7 +6,7 @@ with a pending block goes into one batched generate call (at most
 ``max_batch_size``). A (user, step) summary counts only once its Parquet part is
 written under ``_parts/user_summaries/``; a restarted shard (``max_restarts=-1``)
 reloads its state from those parts, and the retried round continues where it was.
-The recurrent step itself lives in ``msr_ray.preferences``, which online profile
+The recurrent step itself lives in ``msr_ray.method.preferences``, which online profile
 updates in serving call too.
 
 ``users.mode: direct`` is the non-recurrent ablation: the summary at each boundary
@@ -28,8 +28,7 @@ from msr_ray.data.histories import boundaries, shard_of, summary_start, train_hi
 from msr_ray.data.preprocess import dedupe
 from msr_ray.data.sampling import run_sample
 from msr_ray.data.schemas import USER_SUMMARIES
-from msr_ray.models import prompts
-from msr_ray.preferences import (
+from msr_ray.method.preferences import (
     PreferenceSummarizer,
     UserInputError,
     UserState,
@@ -37,9 +36,10 @@ from msr_ray.preferences import (
     check_history,
     history_catalog,
 )
-from msr_ray.provenance import BuildContext
-from msr_ray.registry import COMMAND_OF_OUTPUT, output_of
-from msr_ray.rundir import RunDir
+from msr_ray.models import prompts
+from msr_ray.run.provenance import BuildContext
+from msr_ray.run.registry import COMMAND_OF_OUTPUT, output_of
+from msr_ray.run.rundir import RunDir
 
 STAGE = output_of(__name__)
 
@@ -157,7 +157,7 @@ class UserPlan:
 def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
     """Read the dataset and item summaries; check every sampled user's history window;
     list the expected rows."""
-    from msr_ray.tables import read_dataset
+    from msr_ray.run.tables import read_dataset
 
     _, sequences = read_dataset(run)
     catalog = history_catalog(run)

@@ -20,8 +20,8 @@ import psutil
 import ray
 from ray.cluster_utils import Cluster
 
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from tests.stages.conftest import tiny_config, write_dataset
 
 ITEMS = {f"i{n}": f"A clip about topic {n % 4}." for n in range(12)}

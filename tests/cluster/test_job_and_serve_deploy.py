@@ -174,12 +174,12 @@ def test_job_submit_then_serve_deploy_answers(head, tmp_path):
 
 
 def _a_user(run_dir: Path) -> str:
-    from msr_ray.rundir import RunDir
+    from msr_ray.run.rundir import RunDir
 
     return RunDir(str(run_dir)).read_table("user_summaries")["user_id"][0].as_py()
 
 
 def _two_items(run_dir: Path) -> list[str]:
-    from msr_ray.rundir import RunDir
+    from msr_ray.run.rundir import RunDir
 
     return RunDir(str(run_dir)).read_table("dataset", "items.parquet")["item_id"][:2].to_pylist()

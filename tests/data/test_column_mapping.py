@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from msr_ray.cli import main
-from msr_ray.rundir import RunDir
+from msr_ray.run.rundir import RunDir
 
 
 def _retail(folder, date_format="%Y-%m-%d"):

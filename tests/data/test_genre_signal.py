@@ -10,7 +10,7 @@ from msr_ray.data.genre_signal import (
     naming_share,
     profile,
 )
-from msr_ray.metrics import evaluate_scores
+from msr_ray.evaluation.metrics import evaluate_scores
 
 
 def test_listed_and_named_genres():

@@ -7,8 +7,8 @@ from msr_ray.config import load_config
 from msr_ray.data.histories import train_histories
 from msr_ray.data.synthetic import make_items, make_users
 from msr_ray.data.synthetic_signal import survival
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 
 
 @pytest.fixture

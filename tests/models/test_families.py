@@ -179,7 +179,7 @@ def test_a_qwen3_vl_checkpoint_is_refused_with_the_reason_before_any_stage_runs(
     from transformers import Qwen3VLConfig
 
     from msr_ray.models.families import UnsupportedModel
-    from msr_ray.pipeline import run_stage
+    from msr_ray.run.pipeline import run_stage
     from tests.stages.conftest import tiny_config
 
     folder = tmp_path / "qwen3-vl"

@@ -12,8 +12,8 @@ from ray import serve
 
 from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import USER_SUMMARIES
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import MissingStageOutput, RunDir
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import MissingStageOutput, RunDir
 from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater

@@ -15,8 +15,8 @@ from ray import serve
 
 from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
-from msr_ray.recommender import trained_config
-from msr_ray.rundir import RunDir
+from msr_ray.method.recommender import trained_config
+from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater

@@ -3,7 +3,7 @@ recomputation of `summarize-users` over the extended history."""
 
 import pytest
 
-from msr_ray.rundir import RunDir
+from msr_ray.run.rundir import RunDir
 from msr_ray.serving.profiles import ProfileStore, user_key
 from msr_ray.serving.requests import RequestError
 from msr_ray.stages.users import STAGE, UserShard, persisted

@@ -4,7 +4,7 @@ import pytest
 from msr_ray.config import load_config
 from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEMS
-from msr_ray.rundir import RunDir
+from msr_ray.run.rundir import RunDir
 
 # Tiny models, sized for tests on 2 CPUs (also given to `msr-ray` as --set options).
 TINY_SETTINGS = [

@@ -5,11 +5,11 @@ import pytest
 from ray import serve
 from transformers import AutoModelForImageTextToText
 
-from msr_ray.export import SETTINGS_FILE, export_model
+from msr_ray.method.export import SETTINGS_FILE, export_model
 from msr_ray.models.families import model_type
 from msr_ray.models.processors import load_processor
-from msr_ray.pipeline import run_pipeline
-from msr_ray.rundir import RunDir
+from msr_ray.run.pipeline import run_pipeline
+from msr_ray.run.rundir import RunDir
 from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES
 from tests.serving.test_app import _app
 from tests.stages.conftest import tiny_config

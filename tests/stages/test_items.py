@@ -8,10 +8,10 @@ import pyarrow as pa
 
 from msr_ray.config import ItemsConfig
 from msr_ray.data.schemas import ITEMS
+from msr_ray.method.item_summaries import plan_item
 from msr_ray.models import prompts
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
-from msr_ray.stages.items import plan_item
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from tests.stages.conftest import tiny_config, write_items
 
 
@@ -106,8 +106,8 @@ def test_each_mode_builds_its_prompt(png):
 
 def test_a_failing_request_marks_its_row_not_the_batch(monkeypatch):
     from msr_ray.config import ModelSpec
+    from msr_ray.method.item_summaries import ItemSummarizer
     from msr_ray.models import generation
-    from msr_ray.stages.items import ItemSummarizer
 
     real = generation.generate
 

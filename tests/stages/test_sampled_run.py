@@ -4,12 +4,12 @@ samples that summarize the same users share their summaries."""
 
 import pyarrow.compute as pc
 
-from msr_ray.baselines.runner import run_baseline
 from msr_ray.config import with_overrides
 from msr_ray.data.histories import train_histories
 from msr_ray.data.sampling import items_read, sample_users
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.evaluation.baselines.runner import run_baseline
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from tests.stages.conftest import tiny_config
 
 SAMPLED = [

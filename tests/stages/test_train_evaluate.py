@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from msr_ray.config import with_overrides
-from msr_ray.pipeline import run_stage
-from msr_ray.recommender import Recommender, adapter_dir, candidate_rows
-from msr_ray.rundir import RunDir
+from msr_ray.method.recommender import Recommender, adapter_dir, candidate_rows
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from msr_ray.stages.evaluate import CandidateScorer
 from tests.conftest import write_easy_task
 
@@ -80,7 +80,7 @@ def test_every_validation_row_is_scored_once_across_the_workers(trained):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from msr_ray.metrics import per_group
+    from msr_ray.evaluation.metrics import per_group
 
     config, run, summary = trained
     assert summary["final"]["valid_rows"] == summary["valid_rows"] == 4 * 6
@@ -96,8 +96,8 @@ def test_every_validation_row_is_scored_once_across_the_workers(trained):
 def test_validation_blocks_keep_groups_whole_and_gathered_auc_ignores_the_split():
     import pyarrow as pa
 
-    from msr_ray.sft_recipe import gathered_auc
     from msr_ray.stages.train import validation_blocks
+    from msr_ray.training.recipe import gathered_auc
 
     groups = [f"g{n // 3}" for n in range(15)]  # 5 groups of 3 rows
     labels = [1 if n % 3 == 0 else 0 for n in range(15)]
@@ -170,7 +170,7 @@ def test_bf16_scores_rank_like_fp32_scores(trained):
 def test_training_order_keeps_rows_sharing_a_prefix_together():
     import pyarrow as pa
 
-    from msr_ray.stages.train import prefix_unit_order
+    from msr_ray.training.row_order import prefix_unit_order
 
     users = [f"u{n % 5}" for n in range(40)]
     steps = [3 + 3 * (n % 2) for n in range(40)]
@@ -192,7 +192,7 @@ def test_deepspeed_is_kept_from_compiling_its_inference_comm_kernel():
 
     from deepspeed.comm.torch import build_shm_op
 
-    from msr_ray.sft_recipe import skip_inference_comm_kernel
+    from msr_ray.training.recipe import skip_inference_comm_kernel
 
     skip_inference_comm_kernel()
     assert build_shm_op() is None  # nothing compiled, nothing loaded

@@ -3,10 +3,10 @@ import sys
 
 import ray
 
-from msr_ray import provenance
 from msr_ray.data.histories import boundaries, shard_of
-from msr_ray.pipeline import run_stage
-from msr_ray.rundir import RunDir
+from msr_ray.run import provenance
+from msr_ray.run.pipeline import run_stage
+from msr_ray.run.rundir import RunDir
 from msr_ray.stages.users import UserShard, UserSummarizer, persisted
 from tests.stages.conftest import tiny_config, write_dataset
 

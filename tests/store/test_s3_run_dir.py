@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from msr_ray.pipeline import run_pipeline, run_stage
-from msr_ray.recommender import adapter_dir
-from msr_ray.rundir import RunDir, RunDirLocked, StaleLockTakenOver
+from msr_ray.method.recommender import adapter_dir
+from msr_ray.run.pipeline import run_pipeline, run_stage
+from msr_ray.run.rundir import RunDir, RunDirLocked, StaleLockTakenOver
 from tests.stages.conftest import TINY_SETTINGS, tiny_config
 
 SETTINGS = [

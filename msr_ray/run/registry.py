@@ -1,0 +1,193 @@
+"""The stage registry: one descriptor per stage (imports nothing).
+
+A stage's CLI command, output folder, module, config section, the config fields and
+outputs its output is built from (its provenance), the counts its console line and
+`msr-ray status` show, and its command-line help all live in its ``StageInfo``. The
+pipeline runs stages from it, the CLI makes one command per stage from it, and
+``RunDir.require`` and provenance name the command to run from it.
+
+Adding a stage: write its module (a ``build(context)`` returning its summary), give it a
+config section, and add its ``StageInfo`` here, in pipeline order. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What an output is built from: the config fields it depends on, the outputs it
+    reads, and the versioned code that shapes it (``msr_ray.run.provenance``): the prompt
+    templates (``summarize``, ``recommend``) and the scoring (``scoring``)."""
+
+    fields: tuple[str, ...]
+    upstream: tuple[str, ...]
+    # Output read only when the recommender shows candidates' item summaries.
+    with_descriptions: bool = False
+    ignored: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A stage command's own option: ``--flag VALUE`` overrides config key ``key`` (its
+    choices, if any, are the config field's)."""
+
+    flag: str
+    key: str
+    help: str
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """A pipeline stage: everything about it that is not its code."""
+
+    command: str
+    output: str
+    module: str
+    needs_ray: bool
+    section: str
+    provenance: Provenance
+    status_counts: tuple[str, ...]
+    help: str
+    options: tuple[CliOption, ...] = ()
+
+
+# The recommender's settings: what train, evaluate and serving must agree on.
+RECOMMENDER_FIELDS = (
+    "domain",
+    "mllm",
+    "recommender.prompt_order",
+    "recommender.candidate_description",
+    "recommender.description_words",
+    "recommender.max_image_side",
+)
+
+STAGES: list[StageInfo] = [
+    StageInfo(
+        "prepare",
+        "dataset",
+        "msr_ray.stages.prepare",
+        needs_ray=False,
+        section="prepare",
+        provenance=Provenance(("prepare",), ()),
+        status_counts=("users", "items_kept"),
+        help="""Read a dataset into the run's tables: items, interactions, splits, quarantine.
+
+    Writes <run>/dataset/ and a summary that accounts for every input row.""",
+        options=(
+            CliOption("--source", "prepare.source", "Dataset format"),
+            CliOption("--path", "prepare.path", "Input folder of the source"),
+        ),
+    ),
+    StageInfo(
+        "summarize-items",
+        "item_summaries",
+        "msr_ray.stages.items",
+        needs_ray=True,
+        section="items",
+        provenance=Provenance(
+            ("domain", "mllm", "items.mode", "items.on_error", "items.max_image_side"),
+            ("dataset",),
+            prompts=("summarize",),
+        ),
+        status_counts=("items",),
+        help="""Describe every item with the MLLM (Ray Data actor pool).
+
+    Writes <run>/item_summaries/: item_id, summary, error, model, prompt_version.""",
+    ),
+    StageInfo(
+        "summarize-users",
+        "user_summaries",
+        "msr_ray.stages.users",
+        needs_ray=True,
+        section="users",
+        provenance=Provenance(
+            (
+                "domain",
+                "llm",
+                "users.mode",
+                "users.block_size",
+                "users.prompt",
+                "users.item_words",
+                "users.history_window",
+            ),
+            ("dataset", "item_summaries"),
+            prompts=("summarize",),
+        ),
+        status_counts=("users", "summaries"),
+        help="""Summarize each user's preferences block by block (shard actors).
+
+    Writes <run>/user_summaries/: one row per user and block boundary.""",
+    ),
+    StageInfo(
+        "build-samples",
+        "samples",
+        "msr_ray.stages.samples",
+        needs_ray=False,
+        section="samples",
+        provenance=Provenance(("samples",), ("dataset", "user_summaries"), prompts=("summarize",)),
+        status_counts=("rows_by_split",),
+        help="""Build training pairs and valid/test candidate lists.
+
+    Writes <run>/samples/: split, user_id, item_id, label, group.""",
+    ),
+    StageInfo(
+        "train",
+        "train",
+        "msr_ray.stages.train",
+        needs_ray=True,
+        section="train",
+        provenance=Provenance(
+            (*RECOMMENDER_FIELDS, "train"),
+            ("dataset", "samples"),
+            with_descriptions=True,
+            ignored=(
+                "train.resources",
+                "train.placement_strategy",
+                "train.max_failures",
+                "train.fail_once_at_epoch",
+                "train.tracking",
+                "train.tracking_uri",
+                "train.tracking_experiment",
+            ),
+            prompts=("summarize", "recommend", "scoring"),
+        ),
+        status_counts=("train_rows", "epochs"),
+        help="""LoRA SFT of the Yes/No recommender with Ray Train + DeepSpeed.
+
+    Writes <run>/train/ with the PEFT adapter of the last checkpoint.""",
+    ),
+    StageInfo(
+        "evaluate",
+        "eval",
+        "msr_ray.stages.evaluate",
+        needs_ray=True,
+        section="evaluate",
+        provenance=Provenance(
+            (
+                *RECOMMENDER_FIELDS,
+                "seed",
+                "evaluate.ks",
+                "evaluate.bootstrap_samples",
+                "evaluate.splits",
+            ),
+            ("dataset", "samples", "train"),
+            with_descriptions=True,
+            prompts=("summarize", "recommend", "scoring"),
+        ),
+        status_counts=("candidates",),
+        help="""Score every valid/test candidate and compute AUC, HR@K, NDCG@K, MRR@K.
+
+    Writes <run>/scores/ and <run>/eval/metrics.json.""",
+    ),
+]
+STAGES_BY_COMMAND = {s.command: s for s in STAGES}
+STAGES_BY_OUTPUT = {s.output: s for s in STAGES}
+COMMAND_OF_OUTPUT = {s.output: s.command for s in STAGES}
+
+
+def output_of(module: str) -> str:
+    """The output folder of the stage whose module is ``module`` (a stage's own name)."""
+    return next(s.output for s in STAGES if s.module == module)
