@@ -1,6 +1,8 @@
 """Output tokens/s of batched generation vs one-by-one calls, embedded LLM, same prompts.
 
 .venv/bin/python bench/generation.py [--prompts 16] [--max-new-tokens 128]
+
+``--smoke`` runs the same code on the tiny LLM with 3 prompts (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--smoke", action="store_true", help="tiny LLM, 3 prompts")
     args = parser.parse_args()
-    spec = ModelSpec(name="embedded", max_new_tokens=args.max_new_tokens)
+    if args.smoke:
+        args.prompts, args.max_new_tokens = 3, 4
+    model = "tiny" if args.smoke else "embedded"
+    spec = ModelSpec(name=model, max_new_tokens=args.max_new_tokens)
     loaded = load_model(spec, "llm")
     requests = _requests(args.prompts)
     generate(loaded, requests[:2], spec)  # warm-up
@@ -47,7 +53,7 @@ def main() -> None:
     single_tokens = sum(g.generated_tokens for g in single)
     batched_tokens = sum(g.generated_tokens for g in batched)
     same = sum(a.text == b.text for a, b in zip(single, batched, strict=True))
-    print(f"prompts={args.prompts} max_new_tokens={args.max_new_tokens} threads=1")
+    print(f"{model} LLM, prompts={args.prompts} max_new_tokens={args.max_new_tokens} threads=1")
     print(
         f"one-by-one: {single_tokens} tokens in {single_s:.2f}s = {single_tokens / single_s:.1f} tok/s"
     )

@@ -3,6 +3,8 @@
 Same 200 MovieLens-1M items (with their real posters), same embedded MLLM, one run:
 
     .venv/bin/python bench/items.py [--dataset ../shared/datasets/movielens-1m] [--items 200]
+
+``--smoke`` runs the same code on the tiny MLLM with 4 items (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true", help="tiny MLLM, 4 items")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.max_new_tokens, args.batch_size = 4, 4, 2
 
     raw = READERS["movielens"](args.dataset)
     items = raw.items.sort_by("item_id").slice(0, args.items)
@@ -43,6 +48,7 @@ def main() -> None:
             "items.min_actors=2",
             "items.max_actors=2",
             "items.resources.num_cpus=1",
+            *(["mllm.name=tiny"] if args.smoke else []),
         ],
     )
     with RunDir(run_dir).stage_output("dataset") as out:
@@ -63,7 +69,9 @@ def main() -> None:
     stage_s = time.perf_counter() - start
 
     n = items.num_rows
-    print(f"items={n} max_new_tokens={args.max_new_tokens} batch_size={args.batch_size}")
+    print(
+        f"{config.mllm.name} MLLM, items={n} max_new_tokens={args.max_new_tokens} batch_size={args.batch_size}"
+    )
     print(
         f"naive loop (1 process, batch 1): {n / naive_s:.3f} items/s ({naive_s:.1f}s, "
         f"{naive_tokens / naive_s:.1f} generated tok/s)"

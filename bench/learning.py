@@ -13,7 +13,8 @@ test lists after every ``--eval-every`` training minutes (``loss:decision`` trai
 binary cross-entropy of the Yes-vs-No margin alone). Prints each arm's curve (training
 minutes, epochs, test AUC, mean loss of the last 20 steps) and a table of the arms'
 best and final AUC. Scoring time does not count as training time. The oracle arm bounds what the recommender can learn from summaries in
-that many minutes; the pipeline arm is what ``make demo`` trains on.
+that many minutes; the pipeline arm is what ``make demo`` trains on. ``--smoke`` trains
+for 3 seconds and scores 2 lists (the test suite runs it on a tiny run).
 """
 
 from __future__ import annotations
@@ -170,7 +171,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=6.0, help="training minutes per arm")
     parser.add_argument("--eval-every", type=float, default=1.0, help="training minutes")
     parser.add_argument("--eval-users", type=int, default=25, help="test lists scored")
+    parser.add_argument("--smoke", action="store_true", help="3 training seconds, 2 lists")
     args = parser.parse_args()
+    if args.smoke:
+        args.minutes, args.eval_every, args.eval_users = 0.05, 0.025, 2
     torch.set_num_threads(2)
     run = RunDir(args.run_dir)
     base = parse_config(run.read_text("config.yaml"), run.path("config.yaml"))

@@ -11,7 +11,8 @@ synthetic items (image + title) three ways, measured side by side in one run:
                  expanded over the candidates, ``dtype: auto`` (bf16 only on a CPU that
                  computes it natively), 24 per batch (``Recommender.score``).
 shared-full and shared-cached see identical token sequences: their per-user rankings
-are compared, and so are their scores.
+are compared, and so are their scores. ``--smoke`` runs the same code on the tiny MLLM with
+2 users of 3 candidates (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -76,10 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--candidates", type=int, default=21)
+    parser.add_argument("--smoke", action="store_true", help="tiny MLLM, 2 users x 3 candidates")
     args = parser.parse_args()
+    if args.smoke:
+        args.users, args.candidates = 2, 3
+    model = "tiny" if args.smoke else "embedded"
     rows = _rows(args.users, args.candidates)
-    fp32 = load_model(ModelSpec(name="embedded", dtype="float32"), "mllm")
-    auto = load_model(ModelSpec(name="embedded"), "mllm")
+    fp32 = load_model(ModelSpec(name=model, dtype="float32"), "mllm")
+    auto = load_model(ModelSpec(name=model), "mllm")
     paper = Recommender(
         fp32, PipelineConfig(domain="video", recommender=RecommenderConfig(prompt_order="paper"))
     )
@@ -101,7 +106,8 @@ def main() -> None:
 
     n = len(rows)
     print(
-        f"users={args.users} candidates/user={args.candidates} threads=1 cached dtype={auto.dtype}"
+        f"{model} MLLM, users={args.users} candidates/user={args.candidates} threads=1 "
+        f"cached dtype={auto.dtype}"
     )
     for name, seconds in (
         ("paper-full", paper_s),

@@ -12,6 +12,9 @@ positive + 20 negatives), from closed-loop clients. Prints, measured in this one
 3. a kill drill: 2 Scorer replicas under 4 clients, one killed; requests failed (the
    ingress retries the calls the dead replica held) and the seconds until 2 replicas
    answer again.
+
+``--smoke`` runs the same code with 1 and 2 clients, one request each, and a 5 s kill
+drill (the test suite runs it on a tiny run).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def summary(results: list[tuple]) -> str:
     )
 
 
-def kill_drill(run_dir: str, seconds: float) -> str:
+def kill_drill(run_dir: str, seconds: float, clients: int) -> str:
     """Kill one of 2 replicas under load: failed requests, and time until 2 answer again."""
     deploy(run_dir, replicas=2, batch=8)
     killed_at: list[float] = []
@@ -141,7 +144,7 @@ def kill_drill(run_dir: str, seconds: float) -> str:
 
     thread = threading.Thread(target=killer)
     thread.start()
-    results = load(4, None, seconds)
+    results = load(clients, None, seconds)
     thread.join()
     failed = sum(r[2] != 200 for r in results)
     with urllib.request.urlopen(URL.rsplit("/", 1)[0] + "/stats", timeout=60) as response:
@@ -160,7 +163,11 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=4, help="requests per client")
     parser.add_argument("--kill-seconds", type=float, default=90)
     parser.add_argument("--kill-only", action="store_true", help="run the kill drill alone")
+    parser.add_argument("--smoke", action="store_true", help="1-2 clients, a 5 s kill drill")
     args = parser.parse_args()
+    clients = (1, 2) if args.smoke else (1, 4, 16)
+    if args.smoke:
+        args.per_client, args.kill_seconds = 1, 5
     run = RunDir(args.run_dir)
     run.require("eval")
     global PAYLOADS
@@ -169,13 +176,14 @@ def main() -> None:
     print(f"{args.candidates} candidates per request, HTTP on 127.0.0.1", flush=True)
     if not args.kill_only:
         deploy(run.root, replicas=1, batch=8)
-        for clients in (1, 4, 16):
-            figures = summary(load(clients, args.per_client))
-            print(f"1 replica, batching on, {clients:2d} clients: {figures}", flush=True)
+        for n in clients:
+            figures = summary(load(n, args.per_client))
+            print(f"1 replica, batching on, {n:2d} clients: {figures}", flush=True)
         deploy(run.root, replicas=1, batch=1)
-        figures = summary(load(4, args.per_client))
-        print(f"1 replica, batching off,  4 clients: {figures}", flush=True)
-    print(f"kill drill (2 replicas, 4 clients): {kill_drill(run.root, args.kill_seconds)}")
+        figures = summary(load(clients[1], args.per_client))
+        print(f"1 replica, batching off, {clients[1]:2d} clients: {figures}", flush=True)
+    drill = kill_drill(run.root, args.kill_seconds, clients[1])
+    print(f"kill drill (2 replicas, {clients[1]} clients): {drill}")
     serve.shutdown()
 
 

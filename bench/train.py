@@ -7,6 +7,8 @@ summary per user and step:
     .venv/bin/python bench/train.py --compare workers   # 2 Ray Train workers vs 1
     .venv/bin/python bench/train.py --compare prompt    # paper's prompt order vs shared prefix
     .venv/bin/python bench/train.py --compare dtype     # fp32 vs bf16 (2 workers each)
+
+``--smoke`` runs the same code on the tiny MLLM with 4 users (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -38,15 +40,16 @@ ARMS = {
 }
 
 
+def _dataset_settings(users: int) -> list[str]:
+    """The dataset both arms train on (the train stage checks that its input is this one)."""
+    return [
+        f"prepare.synthetic.num_users={users}",
+        "prepare.min_item_interactions=1",  # a throughput bench: keep every item
+    ]
+
+
 def _prepare(run_dir: str, users: int) -> None:
-    config = load_config(
-        None,
-        [
-            f"run_dir={run_dir}",
-            f"prepare.synthetic.num_users={users}",
-            "prepare.min_item_interactions=1",  # a throughput bench: keep every item
-        ],
-    )
+    config = load_config(None, [f"run_dir={run_dir}", *_dataset_settings(users)])
     run_stage("prepare", config)
     run = RunDir(run_dir)
     items, sequences = read_dataset(run)
@@ -82,11 +85,13 @@ def _measure(base: str, name: str, overrides: list[str]) -> tuple[float, float, 
         None,
         [
             f"run_dir={run_dir}",
+            *_dataset_settings(ARGS.users),
             "train.num_workers=2",
             "train.epochs=1",
             "train.max_valid_groups=0",
             "train.micro_batch_size=4",
             "train.resources.num_cpus=1",
+            *(["mllm.name=tiny"] if ARGS.smoke else []),
             *overrides,
         ],
     )
@@ -107,7 +112,7 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="msr-bench-train-")
     results = [(name, *_measure(base, name, overrides)) for name, overrides in ARMS[ARGS.compare]]
     print(
-        f"synthetic users={ARGS.users}, embedded MLLM, LoRA, ZeRO-2, micro-batch 4, 1 epoch, "
+        f"synthetic users={ARGS.users}, {'tiny' if ARGS.smoke else 'embedded'} MLLM, LoRA, ZeRO-2, micro-batch 4, 1 epoch, "
         f"every-item targets"
     )
     for name, rate, wall, rows in results:
@@ -119,5 +124,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--compare", choices=sorted(ARMS), default="prompt")
+    parser.add_argument("--smoke", action="store_true", help="tiny MLLM, 4 users")
     ARGS = parser.parse_args()
+    if ARGS.smoke:
+        ARGS.users = 4
     main()

@@ -1,8 +1,11 @@
-"""Shared fixtures: one local Ray instance per session, the shared datasets, a trained tiny run."""
+"""Shared fixtures: one local Ray instance per session, the shared datasets, a trained tiny
+run, and a tiny pipeline run with its console."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,7 +18,7 @@ from msr_ray.data.schemas import ITEMS, SAMPLES, SEQUENCES
 from msr_ray.models.loading import load_model
 from msr_ray.run.pipeline import run_stage
 from msr_ray.run.rundir import RunDir
-from tests.stages.conftest import tiny_config
+from tests.stages.conftest import TINY_SETTINGS, tiny_config
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -153,3 +156,28 @@ def trained(tmp_path_factory, ray_session):
     write_easy_task(run)
     summary = run_stage("train", config)
     return config, run, summary
+
+
+# The console test's pipeline: every stage on the embedded synthetic data, tiny models.
+PIPELINE_SETTINGS = [
+    *TINY_SETTINGS,
+    "samples.eval_negatives=5",
+    "users.num_shards=1",
+    "train.num_workers=1",
+    "train.resources.num_cpus=0.5",
+    "evaluate.max_actors=1",
+    "evaluate.bootstrap_samples=50",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`msr-ray pipeline` run once in a subprocess on tiny models: its console and its run
+    directory (a finished synthetic run; tests that write to it copy it first)."""
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", str(run_dir)]
+    for setting in PIPELINE_SETTINGS:
+        command += ["--set", setting]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, run_dir

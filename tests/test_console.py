@@ -1,29 +1,10 @@
 """The console of a pipeline run: one line per stage, then the metrics table."""
 
-import subprocess
-import sys
-
 from msr_ray.run.registry import STAGES
-from tests.stages.conftest import TINY_SETTINGS
-
-SETTINGS = [
-    *TINY_SETTINGS,
-    "samples.eval_negatives=5",
-    "users.num_shards=1",
-    "train.num_workers=1",
-    "train.resources.num_cpus=0.5",
-    "evaluate.max_actors=1",
-    "evaluate.bootstrap_samples=50",
-]
 
 
-def test_a_pipeline_prints_one_line_per_stage_and_the_table(tmp_path):
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "msr_ray.cli", "pipeline", "--run-dir", str(run_dir)]
-    for setting in SETTINGS:
-        command += ["--set", setting]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_a_pipeline_prints_one_line_per_stage_and_the_table(tiny_pipeline):
+    done, run_dir = tiny_pipeline
     # Six result lines, the table, and the bars of items, users, train and evaluate; in a
     # pipe (not a terminal) each redraw of a bar is a line of its own.
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]

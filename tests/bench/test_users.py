@@ -17,6 +17,6 @@ def test_the_users_bench_prints_its_ratio():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "users=4 history=9" in done.stdout
     assert re.search(
-        r"sequential \(1 process, one generate call per user block, 12 calls\)", done.stdout
+        r"sequential \(1 shard, one generate call per user block, 12 calls\)", done.stdout
     )
     assert re.search(r"ratio: \d+\.\d\dx", done.stdout)
