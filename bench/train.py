@@ -8,7 +8,8 @@ summary per user and step:
     .venv/bin/python bench/train.py --compare prompt    # paper's prompt order vs shared prefix
     .venv/bin/python bench/train.py --compare dtype     # fp32 vs bf16 (2 workers each)
 
-``--smoke`` runs the same code on the tiny MLLM with 4 users (the test suite runs it).
+``--smoke`` runs the same code on the tiny MLLM with 4 users and 1 worker (the test suite
+runs it).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _measure(base: str, name: str, overrides: list[str]) -> tuple[float, float, 
             "train.max_valid_groups=0",
             "train.micro_batch_size=4",
             "train.resources.num_cpus=1",
-            *(["mllm.name=tiny"] if ARGS.smoke else []),
+            *(["mllm.name=tiny", "train.num_workers=1"] if ARGS.smoke else []),
             *overrides,
         ],
     )

@@ -1,14 +1,13 @@
 """Every benchmark runs in its smoke mode (tiny models, a few seconds of work), so a rename
 can not break one unseen. `quality.py`, `users.py` and `gpu_check.py` have files of their
-own; the benches that read a finished run get a copy of the tiny pipeline's."""
+own; the benches that read a finished run get a copy of the tiny pipeline's. Most run in
+this process (the session's Ray, no second start-up); serving runs in its own, since its
+kill drill takes every CPU of its Ray instance."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import shared_dataset
 
@@ -16,67 +15,53 @@ ROOT = Path(__file__).resolve().parents[2]
 RATIO = r"ratio[^\n]*: \d+\.\d\dx"
 
 
-def _bench(name: str, *args: str) -> str:
-    command = [sys.executable, f"bench/{name}.py", *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-@pytest.fixture
-def finished_run(tiny_pipeline, tmp_path) -> str:
-    _, run_dir = tiny_pipeline
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("logs", ".lock"))
-    return str(copy)
-
-
-def test_generation_bench():
-    out = _bench("generation", "--smoke")
+def test_generation_bench(bench):
+    out = bench("generation", "--smoke")
     assert "tiny LLM, prompts=3 max_new_tokens=4" in out
     assert re.search(RATIO + r" \(identical outputs: 3/3\)", out), out
 
 
-def test_scoring_bench():
-    out = _bench("scoring", "--smoke")
+def test_scoring_bench(bench):
+    out = bench("scoring", "--smoke")
     assert "tiny MLLM, users=2 candidates/user=3" in out
     assert re.search(r"shared-cached +6 candidates in", out), out
     assert re.search(r"identical rankings \d/2", out), out
 
 
-def test_items_bench():
-    out = _bench("items", "--smoke", f"--dataset={shared_dataset('movielens-1m')}")
+def test_items_bench(bench):
+    out = bench("items", "--smoke", f"--dataset={shared_dataset('movielens-1m')}")
     assert "tiny MLLM, items=4 max_new_tokens=4 batch_size=2" in out
     assert re.search(RATIO, out), out
 
 
-def test_train_bench():
-    out = _bench("train", "--smoke")
+def test_train_bench(bench):
+    out = bench("train", "--smoke")
     assert re.search(r"paper order +\d+\.\d\d samples/s in the loop \(24 rows", out), out
     assert re.search(r"shared prefix +\d+\.\d\d samples/s in the loop \(24 rows", out), out
     assert re.search(RATIO, out), out
 
 
-def test_demo_signal_bench(finished_run):
-    out = _bench("demo_signal", f"--run-dir={finished_run}")
+def test_demo_signal_bench(bench, finished_run):
+    out = bench("demo_signal", f"--run-dir={finished_run}")
     assert re.search(r"^users_naming_current +\d\.\d{3}$", out, re.M), out
 
 
-def test_summaries_bench(finished_run):
-    out = _bench("summaries", f"--run-dir={finished_run}", "--variant=short=llm.max_new_tokens=3")
+def test_summaries_bench(bench, finished_run):
+    out = bench("summaries", f"--run-dir={finished_run}", "--variant=short=llm.max_new_tokens=3")
     assert re.search(r"^12 users, block size \d+$", out, re.M), out
     assert re.search(r"^short +current \d\.\d\d +only wrong", out, re.M), out
 
 
-def test_learning_bench(finished_run):
-    out = _bench(
-        "learning", f"--run-dir={finished_run}", "--smoke", "--arm=oracle=summaries:oracle"
-    )
+def test_learning_bench(bench, finished_run):
+    out = bench("learning", f"--run-dir={finished_run}", "--smoke", "--arm=oracle=summaries:oracle")
     assert "oracle: summaries:oracle" in out and "0.0 min  epoch 0.00  test AUC" in out
     assert re.search(r"^oracle +\d\.\d{3} +\d\.\d{3} +\d\.\d$", out, re.M), out
 
 
 def test_serving_bench(finished_run):
-    out = _bench("serving", f"--run-dir={finished_run}", "--smoke")
+    command = [sys.executable, "bench/serving.py", f"--run-dir={finished_run}", "--smoke"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
     assert re.search(r"1 replica, batching on,  2 clients: p50 .*\(2 requests, 0 failed\)", out)
     assert re.search(r"kill drill \(2 replicas, 2 clients\): \d+ requests, 0 failed", out), out

@@ -43,9 +43,12 @@ def test_local_ray_refuses_clients_without_its_token(ray_session):
         )
         return done.stdout + done.stderr
 
-    wrong = connect(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+    # A refused client retries its GCS connection once a second, 20 times by default.
+    wrong = connect(
+        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token", RAY_NUM_REDIS_GET_RETRIES="2"
+    )
     assert "refused" in wrong and "InvalidAuthToken" in wrong, wrong[-2000:]
-    none = connect(RAY_AUTH_MODE="disabled")
+    none = connect(RAY_AUTH_MODE="disabled", RAY_NUM_REDIS_GET_RETRIES="2")
     assert "refused" in none, none[-2000:]
     right = connect(RAY_AUTH_MODE="token")  # the token Ray keeps in ~/.ray/auth_token
     assert "connected" in right, right[-2000:]
