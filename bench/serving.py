@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="1-2 clients, a 5 s kill drill")
     args = parser.parse_args()
     clients = (1, 2) if args.smoke else (1, 4, 16)
+    busy = clients[1]  # the clients of the batching-off and kill-drill measurements
     if args.smoke:
         args.per_client, args.kill_seconds = 1, 5
     run = RunDir(args.run_dir)
@@ -180,10 +181,10 @@ def main() -> None:
             figures = summary(load(n, args.per_client))
             print(f"1 replica, batching on, {n:2d} clients: {figures}", flush=True)
         deploy(run.root, replicas=1, batch=1)
-        figures = summary(load(clients[1], args.per_client))
-        print(f"1 replica, batching off, {clients[1]:2d} clients: {figures}", flush=True)
-    drill = kill_drill(run.root, args.kill_seconds, clients[1])
-    print(f"kill drill (2 replicas, {clients[1]} clients): {drill}")
+        figures = summary(load(busy, args.per_client))
+        print(f"1 replica, batching off, {busy:2d} clients: {figures}", flush=True)
+    drill = kill_drill(run.root, args.kill_seconds, busy)
+    print(f"kill drill (2 replicas, {busy} clients): {drill}")
     serve.shutdown()
 
 

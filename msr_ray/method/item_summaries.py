@@ -13,7 +13,8 @@ from msr_ray.config import ItemsConfig, ModelSpec
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.models import prompts
-from msr_ray.models.generation import ChatRequest, Generated
+from msr_ray.models.generation import ChatRequest, Generated, generate
+from msr_ray.models.loading import load_model
 
 
 @dataclass
@@ -70,15 +71,11 @@ class ItemSummarizer:
     """Ray Data callable class: loads the MLLM once per actor, summarizes a batch per call."""
 
     def __init__(self, spec: ModelSpec, cfg: ItemsConfig, domain: str, max_image_side: int):
-        from msr_ray.models.loading import load_model
-
         self.spec, self.cfg, self.domain, self.max_side = spec, cfg, domain, max_image_side
         self.loaded = load_model(spec, "mllm")
 
     def _one_by_one(self, requests: list[ChatRequest]) -> list[Generated | GenerationFailed]:
         """Each request generated alone: its answer, or why it failed."""
-        from msr_ray.models.generation import generate
-
         results: list[Generated | GenerationFailed] = []
         for request in requests:
             try:
@@ -89,8 +86,6 @@ class ItemSummarizer:
         return results
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from msr_ray.models.generation import generate
-
         rows = batch.to_pylist()
         plans = [
             plan_item(r, self.cfg.mode, self.cfg.on_error, self.domain, self.max_side) for r in rows

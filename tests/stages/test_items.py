@@ -106,17 +106,17 @@ def test_each_mode_builds_its_prompt(png):
 
 def test_a_failing_request_marks_its_row_not_the_batch(monkeypatch):
     from msr_ray.config import ModelSpec
+    from msr_ray.method import item_summaries
     from msr_ray.method.item_summaries import ItemSummarizer
-    from msr_ray.models import generation
 
-    real = generation.generate
+    real = item_summaries.generate
 
     def fragile(loaded, requests, spec):
         if any("BOOM" in str(r.messages) for r in requests):
             raise RuntimeError("the processor refused one prompt")
         return real(loaded, requests, spec)
 
-    monkeypatch.setattr(generation, "generate", fragile)
+    monkeypatch.setattr(item_summaries, "generate", fragile)
     summarizer = ItemSummarizer(
         ModelSpec(name="tiny", max_new_tokens=4), ItemsConfig(mode="text"), "video", 64
     )
