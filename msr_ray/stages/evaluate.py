@@ -18,6 +18,7 @@ from msr_ray.data.schemas import SCORES
 from msr_ray.evaluation.metrics import evaluate_scores
 from msr_ray.method.recommender import Recommender, adapter_dir, candidate_rows
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
+from msr_ray.run.actor_pools import PoolMap
 from msr_ray.run.blocks import dataset_in_groups
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
@@ -47,7 +48,10 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
 
     cfg = config.evaluate
     candidates = candidate_rows(run, config, tuple(cfg.splits))
-    scored = dataset_in_groups(candidates, "group", cfg.groups_per_batch).map_batches(
+    scored = PoolMap(
+        candidates,
+        "group",
+        lambda rows: dataset_in_groups(rows, "group", cfg.groups_per_batch),
         CandidateScorer,
         fn_constructor_kwargs={"config": config, "adapter": adapter},
         compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
@@ -58,7 +62,7 @@ def score_candidates(config: PipelineConfig, run: RunDir, adapter: str | None) -
     )
     batches = []
     with tqdm(total=candidates.num_rows, desc="evaluate", unit="candidate") as bar:
-        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in scored.batches():
             batches.append(batch)
             bar.update(batch.num_rows)
     table = pa.concat_tables(batches) if batches else SCORES.empty_table()

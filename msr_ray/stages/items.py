@@ -1,7 +1,8 @@
 """Stage `summarize-items`: Ray Data maps the MLLM over an autoscaling actor pool.
 
 dataset/items -> drop items already summarized (resume) -> blocks of one batch -> map_batches
-(ItemSummarizer, ActorPoolStrategy) -> each finished batch appended durably to
+(ItemSummarizer, ActorPoolStrategy; a lost actor's rows go to a fresh pool,
+``msr_ray.run.actor_pools``) -> each finished batch appended durably to
 ``_parts/item_summaries/`` -> once every item has a row, the parts become the sealed
 ``item_summaries/`` table. A bad row (missing/corrupt image, empty text) gets ``error``
 set and the configured fallback; it never fails the job. A run that samples its users
@@ -24,6 +25,7 @@ from msr_ray.data.preprocess import dedupe
 from msr_ray.data.sampling import items_read, reads_a_selection
 from msr_ray.data.schemas import ITEM_SUMMARIES
 from msr_ray.method.item_summaries import ItemSummarizer, outcome
+from msr_ray.run.actor_pools import PoolMap
 from msr_ray.run.blocks import dataset_in_blocks
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import COMMAND_OF_OUTPUT, output_of
@@ -59,7 +61,10 @@ def build(context: BuildContext) -> dict[str, Any]:
     todo = items.filter(pc.invert(pc.is_in(items["item_id"], value_set=done)))
     if cfg.max_items is not None:
         todo = todo.slice(0, cfg.max_items)
-    summaries = dataset_in_blocks(todo, cfg.batch_size).map_batches(
+    summaries = PoolMap(
+        todo,
+        "item_id",
+        lambda rows: dataset_in_blocks(rows, cfg.batch_size),
         ItemSummarizer,
         fn_constructor_kwargs={
             "spec": config.mllm,
@@ -78,7 +83,7 @@ def build(context: BuildContext) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     with tqdm(total=todo.num_rows, desc=COMMAND_OF_OUTPUT[STAGE], unit="item") as bar:
-        for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in summaries.batches():
             run.append_part(batch, STAGE, key)
             written += batch.num_rows
             generated_tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
@@ -104,6 +109,7 @@ def build(context: BuildContext) -> dict[str, Any]:
         "failures_by_reason": dict(errors),
         "remaining": total - table.num_rows,
         "complete": complete,
+        "pools_lost": summaries.pools_lost,
         "items_per_s": round(written / seconds, 3) if seconds else None,
         "generated_tokens_per_s": round(generated_tokens / seconds, 3) if seconds else None,
         "mode": cfg.mode,

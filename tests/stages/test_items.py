@@ -172,4 +172,5 @@ def test_a_killed_item_actor_is_replaced_and_the_table_matches(tmp_path, ray_ses
         killer.join()
     assert killed, "the actor was never killed (the stage finished first)"
     assert summary["complete"] and summary["summarized_now"] == summary["items"]
+    assert summary["pools_lost"] == len(killed) == 1  # a fresh pool took the rest
     assert _summaries(tmp_path / "drill").equals(_summaries(tmp_path / "clean"))
