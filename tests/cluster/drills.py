@@ -162,14 +162,17 @@ def train_drill(tmp: Path) -> dict:
     )
     cluster = start_cluster()
     storage = run_dir / "_parts" / "train"
-    seen: list[float] = []
 
     def checkpointed() -> bool:
-        """Epoch 0's checkpoint is written, and Ray Train's controller (which polls every
-        2 s) has had time to register it: the node goes during epoch 1."""
-        if not seen and storage.exists() and any(storage.rglob("checkpoint_*")):
-            seen.append(time.monotonic())
-        return bool(seen) and time.monotonic() - seen[0] > 5
+        """Ray Train's controller has registered a checkpoint (it writes its snapshot when
+        it does): the node goes during a later epoch, which resumes from that checkpoint."""
+        for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
+            try:
+                if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                    return True
+            except ValueError:  # caught mid-write
+                continue
+        return False
 
     summary, removal = stage_losing_a_node(cluster, "train", config, "RayTrainWorker", checkpointed)
     logs = sorted((run_dir / "train_logs").glob("epoch-*.jsonl"))
