@@ -58,7 +58,8 @@ def deploy(run_dir: str, replicas: int, batch: int) -> None:
     settings = ServeConfig(run_dir=run_dir, max_batch_requests=batch, batch_wait_s=0.02)
     args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
-    scorer = Scorer.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1}).bind(args)
+    resources = {"num_cpus": SCORER_CPUS}
+    scorer = Scorer.options(num_replicas=replicas, ray_actor_options=resources).bind(args)
     app = RecommenderIngress.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
     serve.run(app, name="recommender", route_prefix="/")
     post(PAYLOADS[0])  # warm up: the first forward pass of a replica is slower
@@ -167,11 +168,11 @@ def main() -> None:
     args = parser.parse_args()
     clients = (1, 2) if args.smoke else (1, 4, 16)
     busy = clients[1]  # the clients of the batching-off and kill-drill measurements
-    if args.smoke:
-        args.per_client, args.kill_seconds = 1, 5
+    global PAYLOADS, SCORER_CPUS
+    if args.smoke:  # half a CPU per replica: the smoke shares the test session's Ray
+        args.per_client, args.kill_seconds, SCORER_CPUS = 1, 5, 0.5
     run = RunDir(args.run_dir)
     run.require("eval")
-    global PAYLOADS
     PAYLOADS = payloads(run, args.candidates)
     init_ray()
     print(f"{args.candidates} candidates per request, HTTP on 127.0.0.1", flush=True)
@@ -189,6 +190,7 @@ def main() -> None:
 
 
 PAYLOADS: list[bytes] = []
+SCORER_CPUS = 1.0  # a Scorer replica's CPUs: 2 replicas take a 2-core machine
 
 if __name__ == "__main__":
     main()

@@ -1,17 +1,12 @@
 """Every benchmark runs in its smoke mode (tiny models, a few seconds of work), so a rename
 can not break one unseen. `quality.py`, `users.py` and `gpu_check.py` have files of their
-own; the benches that read a finished run get a copy of the tiny pipeline's. Most run in
-this process (the session's Ray, no second start-up); serving runs in its own, since its
-kill drill takes every CPU of its Ray instance."""
+own; the benches that read a finished run get a copy of the tiny pipeline's. They run in
+this process (the session's Ray, no second start-up)."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from tests.conftest import shared_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 RATIO = r"ratio[^\n]*: \d+\.\d\dx"
 
 
@@ -58,10 +53,7 @@ def test_learning_bench(bench, finished_run):
     assert re.search(r"^oracle +\d\.\d{3} +\d\.\d{3} +\d\.\d$", out, re.M), out
 
 
-def test_serving_bench(finished_run):
-    command = [sys.executable, "bench/serving.py", f"--run-dir={finished_run}", "--smoke"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+def test_serving_bench(bench, finished_run):
+    out = bench("serving", f"--run-dir={finished_run}", "--smoke")
     assert re.search(r"1 replica, batching on,  2 clients: p50 .*\(2 requests, 0 failed\)", out)
     assert re.search(r"kill drill \(2 replicas, 2 clients\): \d+ requests, 0 failed", out), out

@@ -53,8 +53,9 @@ def _app(run: RunDir, scorers: int = 1, **settings):
     return ingress.bind(updater, scorer, args)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(trained):
+    """One deployment for the tests that only read it (each counts its own requests)."""
     config, run, _ = trained
     run_stage("evaluate", config)  # skipped when an earlier test ran it
     _write_summaries(run)
@@ -65,6 +66,7 @@ def served(trained):
 
 def test_served_ranking_equals_evaluate_scores_and_explains(served):
     run, handle = served
+    before = handle.stats.remote().result()
     scores = run.read_table("scores", "mllm-msr").to_pylist()
     expected = {r["item_id"]: r["score"] for r in scores if r["group"] == "test:u0:9"}
     answer = handle.recommend.remote({"user_id": "u0", "candidates": list(expected)}).result()
@@ -100,7 +102,7 @@ def test_served_ranking_equals_evaluate_scores_and_explains(served):
     assert status == 413  # 200 KB of brackets
     status, body = _post(b'{"user_id": "u0", "candidates": ' + b"[" * 50 + b"]" * 50 + b"}")
     assert status == 400 and body["reason"] == "too_deep"
-    assert handle.stats.remote().result() == {
+    assert _added(before, handle.stats.remote().result()) == {
         "answered": 2,
         "malformed": 2,
         "unknown_user": 1,
@@ -108,6 +110,12 @@ def test_served_ranking_equals_evaluate_scores_and_explains(served):
         "too_large": 3,
         "too_deep": 1,
     }
+
+
+def _added(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The counts that grew from ``before`` to ``after``, by how much."""
+    grown = {key: count - before.get(key, 0) for key, count in after.items()}
+    return {key: n for key, n in grown.items() if n}
 
 
 def _get(path: str) -> tuple[int, dict]:
@@ -119,6 +127,7 @@ def _get(path: str) -> tuple[int, dict]:
 
 
 def test_users_health_stats_and_openapi(served):
+    before = _get("/stats")[1]
     status, profile = _get("/users/u1")
     assert status == 200
     assert profile == {
@@ -136,7 +145,7 @@ def test_users_health_stats_and_openapi(served):
     status, health = _get("/healthz")
     assert status == 200 and health["status"] == "ok" and health["users"] == 8 + len(UGLY_USERS)
     status, stats = _get("/stats")
-    assert status == 200 and stats["unknown_user"] == 1
+    assert status == 200 and _added(before, stats) == {"unknown_user": 1}
     status, spec = _get("/openapi.json")
     assert status == 200
     assert {"/recommend", "/users/{user_id}", "/healthz", "/stats"} <= set(spec["paths"])
@@ -144,6 +153,28 @@ def test_users_health_stats_and_openapi(served):
     assert "candidates" in body_schema["application/json"]["schema"]["properties"]
     with urllib.request.urlopen(BASE + "/docs", timeout=60) as response:
         assert response.status == 200 and b"swagger" in response.read().lower()
+
+
+def test_every_id_a_dataset_keeps_reaches_its_profile_over_http(served):
+    """GET reads the profile; POST reaches the user's store (which then refuses the unknown
+    item: a mangled id would be ``unknown_user``, a route-level 404 would have no reason).
+    Appending for such ids is tested on the store itself (test_profiles)."""
+    for user in UGLY_USERS:
+        path = "/users/" + urllib.parse.quote(user, safe="")  # as the page's encodeURIComponent
+        status, profile = _get(path)
+        assert status == 200 and profile["user_id"] == user and profile["step"] == 9
+        body = json.dumps({"items": ["no-such-item"]}).encode()
+        request = urllib.request.Request(
+            BASE + path + "/events", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=120)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and json.loads(exc.read())["reason"] == "unknown_item"
+        else:
+            raise AssertionError("an unknown item was accepted")
+    status, profile = _get("/users/" + urllib.parse.quote("e\u0301", safe=""))  # decomposed é
+    assert status == 200 and profile["user_id"] == "é"
 
 
 def test_a_run_without_an_adapter_cannot_be_served(tmp_path):
@@ -178,6 +209,7 @@ def test_a_scoring_replica_killed_under_load_fails_no_request(trained):
     # Each Scorer replica waits 0.5 s for a batch to fill (4 clients never fill 8), so at
     # the kill the victim surely holds calls in flight.
     app = _app(run, scorers=2, max_batch_requests=8, batch_wait_s=0.5)
+    serve.shutdown()  # a fresh application (not an upgrade of the module's `served`)
     serve.run(app, name="recommender", route_prefix="/")
     try:
         body = json.dumps({"user_id": "u0", "candidates": ["r0", "r1", "r2", "r3"]}).encode()
@@ -205,25 +237,3 @@ def test_a_scoring_replica_killed_under_load_fails_no_request(trained):
         assert stats.get("scoring_retried", 0) >= 1  # calls did reach the dead replica
     finally:
         serve.shutdown()
-
-
-def test_every_id_a_dataset_keeps_reaches_its_profile_over_http(served):
-    """GET reads the profile; POST reaches the user's store (which then refuses the unknown
-    item: a mangled id would be ``unknown_user``, a route-level 404 would have no reason).
-    Appending for such ids is tested on the store itself (test_profiles)."""
-    for user in UGLY_USERS:
-        path = "/users/" + urllib.parse.quote(user, safe="")  # as the page's encodeURIComponent
-        status, profile = _get(path)
-        assert status == 200 and profile["user_id"] == user and profile["step"] == 9
-        body = json.dumps({"items": ["no-such-item"]}).encode()
-        request = urllib.request.Request(
-            BASE + path + "/events", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            urllib.request.urlopen(request, timeout=120)
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 404 and json.loads(exc.read())["reason"] == "unknown_item"
-        else:
-            raise AssertionError("an unknown item was accepted")
-    status, profile = _get("/users/" + urllib.parse.quote("e\u0301", safe=""))  # decomposed é
-    assert status == 200 and profile["user_id"] == "é"
