@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,9 @@ def build_once(name: str, build: Callable[[Path], None], cache_dir: str | None =
     """Return ``<cache>/<name>``, calling ``build(tmp_folder)`` first if it does not exist.
 
     An exclusive file lock serialises builders; the folder is built under a temporary
-    name and renamed into place, so readers never see a partial folder.
+    name and renamed into place, so readers never see a partial folder. Whatever the build
+    prints goes to stderr: a first use must not change a program's stdout (a library that
+    ``save_pretrained`` imports, DeepSpeed, prints its accelerator warning there).
     """
     root = cache_root(cache_dir)
     final = root / name
@@ -36,7 +40,8 @@ def build_once(name: str, build: Callable[[Path], None], cache_dir: str | None =
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
             tmp.chmod(0o755)
             try:
-                build(tmp)
+                with contextlib.redirect_stdout(sys.stderr):
+                    build(tmp)
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -80,7 +81,7 @@ def _stop_cluster(temp_dir: str) -> None:
 @pytest.fixture
 def head(tmp_path_factory):
     """A `ray start --head` cluster on free ports, started with the virtualenv on PATH."""
-    temp_dir = f"/tmp/msr-ray-job-{os.getpid()}"
+    temp_dir = os.path.join(tempfile.gettempdir(), f"msr-ray-job-{os.getpid()}")
     names = [
         "port", "dashboard-port", "ray-client-server-port", "node-manager-port",
         "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",

@@ -36,3 +36,14 @@ def test_failed_build_leaves_nothing(tmp_path):
         pass
     assert not (tmp_path / "model").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_first_build_prints_nothing_to_stdout(tmp_path, capsys):
+    def chatty(out: Path) -> None:
+        print("Setting accelerator to CPU.")
+        (out / "weights.bin").write_text("done")
+
+    folder = build_once("model", chatty, str(tmp_path))
+    printed = capsys.readouterr()
+    assert (folder / "weights.bin").read_text() == "done"
+    assert printed.out == "" and "Setting accelerator to CPU." in printed.err
