@@ -313,6 +313,16 @@ class RecommenderConfig(_Strict):
     description_words: cut that description to its first this many words (None: whole).
         A small model's item summary says what the item is in its first sentence and
         rambles after it; every word is a token of every candidate in training and scoring.
+    candidate_image: show the candidate's image (the paper's method): ``on``, ``off``, or
+        ``auto``, which is off for the built-in models (``embedded``, ``tiny``), whose vision
+        towers have no pretrained weights (their image tokens are noise to the
+        recommender), and on for a real checkpoint.
+    recent_items: also show the user's this many most recent items before the target
+        (title and the first ``recent_words`` words of each item's summary), after the
+        preference summary in the shared prefix. 0 is the paper's summary-only prompt;
+        showing them is an extension beyond the paper (TALLRec and LLaRA put history in
+        the prompt).
+    recent_words: words of each recent item's summary shown (None: the whole summary).
     max_image_side: the recommender sees candidate images resized to at most this side.
     batch_size: candidates scored in one forward pass.
     """
@@ -320,8 +330,16 @@ class RecommenderConfig(_Strict):
     prompt_order: Literal["shared-prefix", "paper"] = "shared-prefix"
     candidate_description: bool = False
     description_words: int | None = Field(None, gt=0)
+    candidate_image: Literal["auto", "on", "off"] = "auto"
+    recent_items: int = Field(0, ge=0)
+    recent_words: int | None = Field(9, gt=0)
     max_image_side: int = Field(336, ge=16)
     batch_size: int = Field(24, gt=0)
+
+    @property
+    def reads_item_summaries(self) -> bool:
+        """Whether prompts show item summaries (candidates' or recent items')."""
+        return self.candidate_description or self.recent_items > 0
 
 
 class TrainConfig(_Strict):
@@ -337,7 +355,13 @@ class TrainConfig(_Strict):
         parameters themselves, so rank 0 alone can neither save the LoRA adapter nor run
         validation without gathering them from every rank; LoRA's optimizer state is
         small, so stage 2 already shards what is worth sharding.
-    lora_r, lora_alpha, lora_dropout: LoRA hyperparameters.
+    trainable: what fine-tuning trains. ``lora`` (the paper's, for large checkpoints):
+        LoRA on every linear layer of the language model. ``top-layers``: the top
+        ``top_layers`` decoder layers and the final norm, trained in full (the layers
+        below are frozen, so they run without autograd). ``language-model``: every
+        decoder layer and the final norm in full. Each saves as one PEFT adapter.
+    top_layers: decoder layers ``top-layers`` trains (counted from the top).
+    lora_r, lora_alpha, lora_dropout: LoRA hyperparameters (``trainable: lora``).
     lora_target_modules: module names to adapt; None = every linear layer of the
         language model.
     train_projector: also train the multimodal projector (needed for the embedded
@@ -371,6 +395,8 @@ class TrainConfig(_Strict):
     resources: Resources = Field(default_factory=Resources)
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     zero_stage: int = Field(2, ge=0, le=3)
+    trainable: Literal["lora", "top-layers", "language-model"] = "lora"
+    top_layers: int = Field(8, gt=0)
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(32, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)

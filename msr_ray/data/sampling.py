@@ -5,7 +5,9 @@ seeded negatives), each holding the latest summary that precedes its target: wit
 ``train_targets: boundaries`` one group per summary step s (target = the item at
 position s), with ``every-item`` one per train position p from the first summary step
 on (summary = the one at the largest step <= p). Valid (second-to-last item) and test (last item)
-each get ``eval_negatives`` negatives and the summary of the whole train history. Every
+each get ``eval_negatives`` negatives and the summary of the whole train history. A row's
+``position`` is its target's index in the user's sequence: the items before it are the
+history the recommender may show (``recommender.recent_items``). Every
 negative is an item the user never interacted with, drawn with a seed per (user, purpose)
 from the whole catalogue.
 
@@ -86,7 +88,9 @@ def run_sample(config: PipelineConfig, sequences: pa.Table) -> UserSample:
     return sample_users(sequences["user_id"].unique().to_pylist(), config.samples)
 
 
-def _group_rows(split, user, step, summary, positive, negatives, at=None) -> list[dict[str, Any]]:
+def _group_rows(
+    split, user, step, summary, positive, negatives, position, at=None
+) -> list[dict[str, Any]]:
     group = f"{split}:{user}:{step if at is None else at}"
     return [
         {
@@ -97,6 +101,7 @@ def _group_rows(split, user, step, summary, positive, negatives, at=None) -> lis
             "group": group,
             "step": step,
             "summary": summary,
+            "position": position,
         }
         for item in [positive, *negatives]
     ]
@@ -155,11 +160,15 @@ def build_samples(
             targets = _train_targets(sorted(steps), len(train), cfg.train_targets)
             for at, step in targets if sample.trains(user) and not baselines_only else []:
                 negatives = sampler.sample(user, seen, cfg.train_negatives, f"train:{at}")
-                user_rows += _group_rows("train", user, step, steps[step], train[at], negatives, at)
-            for item, split in events if sample.evaluates(user) else []:
+                user_rows += _group_rows(
+                    "train", user, step, steps[step], train[at], negatives, at, at
+                )
+            for position, (item, split) in enumerate(events) if sample.evaluates(user) else []:
                 if split in ("valid", "test"):
                     negatives = sampler.sample(user, seen, cfg.eval_negatives, split)
-                    user_rows += _group_rows(split, user, last, steps[last], item, negatives)
+                    user_rows += _group_rows(
+                        split, user, last, steps[last], item, negatives, position
+                    )
         except ValueError:  # the catalog holds fewer unseen items than negatives needed
             skipped["too_few_unseen_items"] += 1
             continue

@@ -46,7 +46,8 @@ ITEM_SUMMARIES = pa.schema(
     ]
 )
 
-# Training and evaluation pairs; group = one user's candidate list at one step.
+# Training and evaluation pairs; group = one user's candidate list at one step; position =
+# the target's index in the user's chronological sequence (the items before it are history).
 SAMPLES = pa.schema(
     [
         ("split", pa.string()),
@@ -56,6 +57,7 @@ SAMPLES = pa.schema(
         ("group", pa.string()),
         ("step", pa.int32()),
         ("summary", pa.string()),
+        ("position", pa.int32()),
     ]
 )
 

@@ -75,6 +75,7 @@ def _write(
         "recommender": config.recommender.model_dump(mode="json"),
         "answer_token_ids": {"yes": ids.yes, "no": ids.no},
         "base_model": config.mllm.name,
+        "fine_tuning": fine_tuning(config),
         "train_fingerprint": train.get("fingerprint"),
         "train_version": train.get("version"),
     }
@@ -85,6 +86,16 @@ def _write(
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(model_card(settings, train, dataset, metrics))
     return settings
+
+
+def fine_tuning(config: PipelineConfig) -> str:
+    """What the recipe trained, in words (``train.trainable``)."""
+    cfg = config.train
+    if cfg.trainable == "lora":
+        return f"LoRA r{cfg.lora_r} on the language model's linear layers"
+    if cfg.trainable == "top-layers":
+        return f"the top {cfg.top_layers} decoder layers and the final norm in full"
+    return "every decoder layer and the final norm in full"
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:
@@ -111,7 +122,8 @@ def model_card(
     lines = [
         "# MLLM-MSR recommender (msr-ray export)",
         "",
-        "A multimodal LLM fine-tuned (LoRA, merged here) to answer Yes/No: will this user",
+        f"A multimodal LLM fine-tuned ({settings['fine_tuning']}, merged here) to answer",
+        "Yes/No: will this user",
         "interact with this item next, given the user's preference summary and the item's",
         "image and title (MLLM-MSR, Ye et al., AAAI 2025).",
         "",

@@ -3,9 +3,11 @@
 Train validation, `evaluate` and serving all score through ``Recommender``, so the three
 see the same prompt, the same tokens and the same P(yes). A candidate row holds the
 user's preference ``summary``, the candidate's ``title``, ``image_paths`` /
-``image_bytes`` and, when ``recommender.candidate_description`` is on, its item summary
-as ``description``. Rows of one user share the prompt's prefix, which ``score`` computes
-once per distinct summary and reuses for every candidate.
+``image_bytes``, when ``recommender.candidate_description`` is on its item summary as
+``description``, and when ``recommender.recent_items`` > 0 the user's most recent items
+before the target as ``recent`` (lines of ``prompts.recent_item_line``). Rows of one
+user share the prompt's prefix, which ``score`` computes once per distinct prefix and
+reuses for every candidate.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from msr_ray.config import PipelineConfig, RecommenderConfig, parse_config
+from msr_ray.data.histories import user_sequences
 from msr_ray.data.images import ImageError, item_image
 from msr_ray.models import prompts
-from msr_ray.models.loading import LoadedModel, load_model
+from msr_ray.models.loading import BUILT_IN_NAMES, LoadedModel, load_model
 from msr_ray.models.scoring import SplitPrompt, score_shared, split_prompt
 from msr_ray.run.registry import STAGES_BY_COMMAND
 from msr_ray.run.rundir import RunDir
@@ -32,22 +35,48 @@ CONFIG_FILE = "config.yaml"
 ITEM_COLUMNS = ["item_id", "title", "image_paths", "image_bytes"]
 
 
+def shows_candidate_image(config: PipelineConfig) -> bool:
+    """Whether candidates are shown with their image (``recommender.candidate_image``):
+    ``auto`` shows them unless the MLLM is a built-in one, whose vision tower has no
+    pretrained weights."""
+    setting = config.recommender.candidate_image
+    if setting == "auto":
+        return config.mllm.name not in BUILT_IN_NAMES
+    return setting == "on"
+
+
+def with_image_setting_resolved(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with ``recommender.candidate_image: auto`` replaced by what it means for
+    this MLLM: the train stage saves this beside the adapter, so that evaluate, serving
+    and an export loaded from another path see the prompt the model was trained on."""
+    shown = "on" if shows_candidate_image(config) else "off"
+    return config.model_copy(
+        update={"recommender": config.recommender.model_copy(update={"candidate_image": shown})}
+    )
+
+
 def candidate_prompt(
     loaded: LoadedModel,
     row: dict[str, Any],
     settings: RecommenderConfig,
     domain: str,
-    max_image_side: int,
+    with_image: bool = True,
 ) -> SplitPrompt:
-    """The split prompt of one candidate row (text-only when its image is unusable)."""
+    """The split prompt of one candidate row (text-only without ``with_image`` or when its
+    image is unusable)."""
     description = row.get("description") if settings.candidate_description else None
     if description:
         description = prompts.first_words(description, settings.description_words)
+    recent = row.get("recent") or () if settings.recent_items else ()
     messages = prompts.recommend_prompt(
-        domain, row["summary"], row["title"] or "", description, settings.prompt_order
+        domain, row["summary"], row["title"] or "", description, settings.prompt_order, recent
     )
+    if not with_image:
+        return split_prompt(loaded, prompts.strip_images(messages), [])
     try:
-        image = item_image(row["image_paths"] or [], row["image_bytes"] or [], max_image_side)
+        image = item_image(
+            row["image_paths"] or [], row["image_bytes"] or [], settings.max_image_side
+        )
     except ImageError:
         return split_prompt(loaded, prompts.strip_images(messages), [])
     return split_prompt(loaded, messages, [image])
@@ -60,7 +89,7 @@ class Recommender:
         self.loaded = loaded
         self.settings = config.recommender
         self.domain = config.domain
-        self.max_image_side = config.recommender.max_image_side
+        self.with_image = shows_candidate_image(config)
 
     @classmethod
     def load(cls, config: PipelineConfig, adapter: str | None) -> Recommender:
@@ -76,7 +105,7 @@ class Recommender:
     def prompts(self, rows: Sequence[dict[str, Any]]) -> list[SplitPrompt]:
         """The split prompt of every candidate row."""
         return [
-            candidate_prompt(self.loaded, r, self.settings, self.domain, self.max_image_side)
+            candidate_prompt(self.loaded, r, self.settings, self.domain, self.with_image)
             for r in rows
         ]
 
@@ -104,7 +133,8 @@ class Recommender:
 
 
 def item_descriptions(run: RunDir) -> dict[str, str]:
-    """Each item's summary (from summarize-items), shown as the candidate's description."""
+    """Each item's summary (from summarize-items), shown as the candidate's description
+    and beside the recent items."""
     run.require("item_summaries")
     table = run.read_table("item_summaries")
     return dict(zip(table["item_id"].to_pylist(), table["summary"].to_pylist(), strict=True))
@@ -116,17 +146,21 @@ def candidate_rows(
     splits: tuple[str, ...],
     samples: pa.Table | None = None,
 ) -> pa.Table:
-    """Samples of the given splits joined with their items (and item summaries when shown).
+    """Samples of the given splits joined with their items (and item summaries when shown),
+    and the user's recent items when the recommender shows them.
 
     ``samples`` replaces the run's samples table (a bench's rebuilt one).
     """
+    settings = config.recommender
     samples = run.read_table("samples") if samples is None else samples
     samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
     items = run.read_table("dataset", "items.parquet", columns=ITEM_COLUMNS)
-    if config.recommender.candidate_description:
-        text = item_descriptions(run)
+    text = item_descriptions(run) if settings.reads_item_summaries else {}
+    if settings.candidate_description:
         descriptions = [text.get(item) for item in items["item_id"].to_pylist()]
         items = items.append_column("description", pa.array(descriptions, pa.string()))
+    if settings.recent_items:
+        samples = samples.append_column("recent", recent_column(run, settings, samples, text))
     position = {item: n for n, item in enumerate(items["item_id"].to_pylist())}
     missing = [i for i in set(samples["item_id"].to_pylist()) if i not in position]
     if missing:
@@ -136,6 +170,43 @@ def candidate_rows(
     for name in joined.column_names:
         samples = samples.append_column(name, joined[name])
     return samples
+
+
+def recent_lines(
+    history: Sequence[str],
+    titles: dict[str, str],
+    descriptions: dict[str, str],
+    settings: RecommenderConfig,
+) -> list[str]:
+    """The prompt lines of the last ``recent_items`` items of ``history`` (oldest first)."""
+    last = history[len(history) - settings.recent_items :] if settings.recent_items else []
+    return [
+        prompts.recent_item_line(titles.get(i) or "", descriptions.get(i), settings.recent_words)
+        for i in last
+    ]
+
+
+def recent_column(
+    run: RunDir, settings: RecommenderConfig, samples: pa.Table, descriptions: dict[str, str]
+) -> pa.Array:
+    """Each sample's recent-item lines: the items before its target in the user's sequence."""
+    if "position" not in samples.column_names:
+        raise RuntimeError(
+            "recommender.recent_items needs the samples' target positions, which this run's "
+            "samples predate: rebuild them (msr-ray build-samples --force)"
+        )
+    sequences = user_sequences(run.read_table("dataset", "sequences.parquet"))
+    items = run.read_table("dataset", "items.parquet", columns=["item_id", "title"])
+    titles = dict(zip(items["item_id"].to_pylist(), items["title"].to_pylist(), strict=True))
+    lines = [
+        recent_lines(
+            [item for item, _ in sequences[user][:position]], titles, descriptions, settings
+        )
+        for user, position in zip(
+            samples["user_id"].to_pylist(), samples["position"].to_pylist(), strict=True
+        )
+    ]
+    return pa.array(lines, pa.list_(pa.string()))
 
 
 def trained_config(run: RunDir, overrides: Sequence[str] = ()) -> PipelineConfig:

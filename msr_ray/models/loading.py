@@ -22,6 +22,9 @@ Kind = Literal["llm", "mllm"]
 # faster than fp32 ones, measured (some CPUs with AVX-512 BF16 run bf16 slower than fp32).
 BF16_MIN_SPEEDUP = 1.2
 MATMUL_FILE = "matmul.json"
+# Model names built into the cache (the MLLMs among them have vision towers without
+# pretrained weights).
+BUILT_IN_NAMES = ("embedded", "tiny")
 BUILT_IN = {
     ("embedded", "llm"): embedded.embedded_llm_dir,
     ("embedded", "mllm"): embedded.embedded_mllm_dir,
@@ -148,7 +151,7 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 def resolve_model_dir(spec: ModelSpec, kind: Kind) -> Path:
     """The local folder a spec names; built-in names are built into the cache first.
     A checkpoint of a refused family raises ``families.UnsupportedModel``."""
-    if spec.name in ("embedded", "tiny"):
+    if spec.name in BUILT_IN_NAMES:
         return BUILT_IN[(spec.name, kind)](spec.cache_dir)
     path = Path(spec.name).expanduser()
     if not path.is_dir():

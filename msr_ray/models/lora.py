@@ -1,5 +1,12 @@
-"""What LoRA adapts in each MLLM family: its language model's linear layers, and the
-projector, trained in full."""
+"""What fine-tuning trains in each MLLM family, as one PEFT adapter whatever the recipe.
+
+``train.trainable`` picks it: ``lora`` (the paper's) adapts every linear layer of the
+language model; ``top-layers`` trains the top ``train.top_layers`` decoder layers and the
+final norm in full; ``language-model`` trains every decoder layer and the final norm in
+full. Full-trained modules are PEFT's ``modules_to_save`` (of a LoRA config with no LoRA
+targets, PEFT's dummy target), so every recipe saves, loads, merges and serves as the same
+adapter folder. The projector is trained in full when ``train.train_projector`` is on.
+"""
 
 from __future__ import annotations
 
@@ -50,16 +57,52 @@ def projector_name(model) -> str:
     return found[0]
 
 
+def decoder_layer_names(model) -> list[str]:
+    """Module paths of the language model's decoder layers, bottom to top."""
+    layers = model.get_decoder().layers
+    return [f"{language_model_name(model)}.layers.{n}" for n in range(len(layers))]
+
+
+def full_trained_modules(cfg: TrainConfig, model) -> list[str]:
+    """Module paths trained in full: the recipe's decoder layers and final norm (none for
+    LoRA), then the projector when ``train_projector`` is on."""
+    layers = decoder_layer_names(model)
+    if cfg.trainable == "top-layers":
+        if cfg.top_layers > len(layers):
+            raise ValueError(
+                f"train.top_layers: {cfg.top_layers} exceeds the model's {len(layers)} "
+                "decoder layers"
+            )
+        modules = [*layers[len(layers) - cfg.top_layers :], f"{language_model_name(model)}.norm"]
+    elif cfg.trainable == "language-model":
+        modules = [*layers, f"{language_model_name(model)}.norm"]
+    else:
+        modules = []
+    return modules + ([projector_name(model)] if cfg.train_projector else [])
+
+
+def frozen_layers(cfg: TrainConfig, model) -> int:
+    """How many bottom decoder layers no recipe parameter reaches (all of them are frozen
+    below the lowest trained layer; LoRA trains every layer)."""
+    if cfg.trainable == "top-layers":
+        return len(decoder_layer_names(model)) - cfg.top_layers
+    return 0
+
+
 def lora_config(cfg: TrainConfig, model):
-    """The ``peft.LoraConfig`` of a run on ``model``: rank, alpha, dropout, target
-    modules, and the projector when it is trained in full."""
+    """The ``peft.LoraConfig`` of a run on ``model``: for ``lora`` the rank, alpha,
+    dropout and target modules; for the full-training recipes no LoRA target; and the
+    modules trained in full (``full_trained_modules``)."""
     from peft import LoraConfig
+    from peft.utils.constants import DUMMY_TARGET_MODULES
 
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target(cfg, model),
-        modules_to_save=[projector_name(model)] if cfg.train_projector else None,
+        target_modules=(
+            lora_target(cfg, model) if cfg.trainable == "lora" else DUMMY_TARGET_MODULES
+        ),
+        modules_to_save=full_trained_modules(cfg, model) or None,
         task_type="CAUSAL_LM",
     )

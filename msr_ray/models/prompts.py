@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 PROMPT_VERSION = "mllm-msr-v2"
-# The recommender's prompt (recorded by train and evaluate): v2 puts the shared part first.
-RECOMMEND_PROMPT_VERSION = "recommend-v2"
+# The recommender's prompt (recorded by train and evaluate): v2 puts the shared part first;
+# v3 can show the user's recent items after the preference (unchanged without them).
+RECOMMEND_PROMPT_VERSION = "recommend-v3"
 # How scores and the training loss are computed from the model (``scoring.py``), versioned
 # beside the prompts: train and evaluate fingerprints carry it, so a change rebuilds them.
 # fp32-head-1: the answer logits come from the LM head run in fp32 (``fp32_head``).
@@ -27,6 +28,7 @@ TEMPLATE_SHA256 = {
     "mllm-msr-v1": "a3d058f0b242d11ad6e075829f44617dbb435a4d1495147e874ec73eb688c2c6",
     "mllm-msr-v2": "d7734b69f4e88c317c5f108a879d85b46b62e6c1df2bcde785a32447bcfbed26",
     "recommend-v2": "b4be5531fe681311a072bb6a85e6bc6882c41229afaaa496e529015ff5103595",
+    "recommend-v3": "6838bb46b719bb4ebf75177c45a8f62495c85555c79ac2c18eb2ca8ee4172ce2",
 }
 # Marks where the part of a recommender prompt shared by all of a user's candidates ends;
 # removed from the rendered text before tokenizing.
@@ -260,12 +262,27 @@ def _recommend_question(domain: str) -> str:
     )
 
 
+def recent_item_line(title: str, description: str | None, words: int | None) -> str:
+    """One recent item as the recommender's prompt shows it: title, then the first
+    ``words`` words of its item summary (when there is one)."""
+    about = f": {' '.join(description.split()[:words])}" if description else ""
+    return f"'{title}'{about}"
+
+
+def _recent_text(domain: str, recent: Sequence[str]) -> str:
+    if not recent:
+        return ""
+    lines = "; ".join(f"{n}. {_unsplit(line)}" for n, line in enumerate(recent, 1))
+    return f" The user's most recent {domain}s, oldest first: {lines}."
+
+
 def recommend_prompt(
     domain: str,
     preference: str,
     title: str,
     description: str | None = None,
     order: RecommendOrder = "shared-prefix",
+    recent: Sequence[str] = (),
 ) -> Messages:
     """The recommender's question about one candidate: its image, title (and description).
 
@@ -274,9 +291,11 @@ def recommend_prompt(
     instruction and the user's preference first and the candidate last; ``paper`` keeps
     the paper's order (image first, the candidate's title at the very end), which shares
     only the chat template's header. ``description``, when given, is the candidate's item
-    summary, appended after its title.
+    summary, appended after its title. ``recent`` (lines of ``recent_item_line``) are the
+    user's most recent items, shown right after the preference (beyond the paper).
     """
-    preference, title = _unsplit(preference), _unsplit(title)
+    preference = _unsplit(preference) + _recent_text(domain, recent)
+    title = _unsplit(title)
     about = f" Its description: {_unsplit(description)}" if description else ""
     if order == "paper":
         return _user(

@@ -86,7 +86,7 @@ def _without(value: Any, dotted: str, ignored: tuple[str, ...]) -> Any:
 def upstream_of(output: str, config: PipelineConfig) -> tuple[str, ...]:
     """The outputs that ``output`` is built from under this config."""
     spec = PROVENANCE[output]
-    shown = spec.with_descriptions and config.recommender.candidate_description
+    shown = spec.with_descriptions and config.recommender.reads_item_summaries
     return spec.upstream + (("item_summaries",) if shown else ())
 
 

@@ -23,7 +23,7 @@ class Provenance:
 
     fields: tuple[str, ...]
     upstream: tuple[str, ...]
-    # Output read only when the recommender shows candidates' item summaries.
+    # item_summaries is read only when the recommender's prompt shows item summaries.
     with_descriptions: bool = False
     ignored: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
@@ -61,6 +61,9 @@ RECOMMENDER_FIELDS = (
     "recommender.prompt_order",
     "recommender.candidate_description",
     "recommender.description_words",
+    "recommender.candidate_image",
+    "recommender.recent_items",
+    "recommender.recent_words",
     "recommender.max_image_side",
 )
 

@@ -79,8 +79,7 @@ def _load(settings: ServeConfig) -> Served:
 
     run = RunDir(settings.run_dir)
     config = trained_config(run, settings.overrides)  # refuses a run without `train`
-    catalog = ServingCatalog.from_run(run, config.recommender.candidate_description)
-    return Served(settings, catalog)
+    return Served(settings, ServingCatalog.from_run(run, config.recommender))
 
 
 def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
@@ -282,7 +281,7 @@ class RecommenderIngress:
         except RequestError as exc:
             raise self._refused(exc) from None
         online = await self._profile_call("latest", request.user_id)
-        rows = served.catalog.candidate_rows(request, online["summary"])
+        rows = served.catalog.candidate_rows(request, online["summary"], online["online_items"])
         scores = await self._scores(served.settings, rows)
         ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
         ranking = [

@@ -8,9 +8,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from msr_ray.config import RecommenderConfig
 from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
-from msr_ray.method.recommender import ITEM_COLUMNS, item_descriptions
+from msr_ray.method.recommender import ITEM_COLUMNS, item_descriptions, recent_lines
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import (
     RecommendRequest,
@@ -31,27 +32,33 @@ class ServingCatalog:
         summaries: pa.Table,
         descriptions: dict[str, str] | None = None,
         histories: dict[str, list[str]] | None = None,
+        settings: RecommenderConfig | None = None,
     ):
         self.histories = histories or {}
+        self.settings = settings or RecommenderConfig()
         self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
+        self.descriptions = descriptions or {}
         if descriptions is not None:
             for item, row in self.items.items():
                 row["description"] = descriptions.get(item)
+        self.titles = {item: row["title"] for item, row in self.items.items()}
         self.users = frozenset(summaries["user_id"].to_pylist())
 
     @classmethod
-    def from_run(cls, run: RunDir, with_descriptions: bool = False) -> ServingCatalog:
+    def from_run(cls, run: RunDir, settings: RecommenderConfig | None = None) -> ServingCatalog:
         """Read the run's items and user summaries (and item summaries, when the
-        recommender shows them); those stages must be complete."""
+        recommender's ``settings`` show them); those stages must be complete."""
+        settings = settings or RecommenderConfig()
         run.require("dataset")
         run.require("user_summaries")
-        descriptions = item_descriptions(run) if with_descriptions else None
+        descriptions = item_descriptions(run) if settings.reads_item_summaries else None
         sequences = run.read_table("dataset", "sequences.parquet")
         return cls(
             run.read_table("dataset", "items.parquet"),
             run.read_table("user_summaries"),
             descriptions,
             train_histories(sequences),
+            settings,
         )
 
     def check_user(self, user_id: str) -> None:
@@ -74,9 +81,18 @@ class ServingCatalog:
         if unknown:
             raise unknown_items(unknown)
 
-    def candidate_rows(self, request: RecommendRequest, summary: str) -> list[dict[str, Any]]:
-        """One scoring row per (checked) candidate, with the user's summary."""
-        return [{**self.items[item], "summary": summary} for item in request.candidates]
+    def candidate_rows(
+        self, request: RecommendRequest, summary: str, online_items: list[str]
+    ) -> list[dict[str, Any]]:
+        """One scoring row per (checked) candidate, with the user's summary and, when the
+        recommender shows them, the user's most recent items (batch history, then the
+        items added online)."""
+        history = [*self.histories.get(request.user_id, []), *online_items]
+        recent = recent_lines(history, self.titles, self.descriptions, self.settings)
+        return [
+            {**self.items[item], "summary": summary, "recent": recent}
+            for item in request.candidates
+        ]
 
     def sample_unseen(self, user_id: str, seen: set[str], n: int) -> list[str]:
         """``n`` items not in ``seen``: the same sample for a user every time."""

@@ -26,7 +26,12 @@ from ray.train import DataConfig
 
 from msr_ray.config import dump_config
 from msr_ray.data.schemas import DataError
-from msr_ray.method.recommender import ADAPTER, CONFIG_FILE, candidate_rows
+from msr_ray.method.recommender import (
+    ADAPTER,
+    CONFIG_FILE,
+    candidate_rows,
+    with_image_setting_resolved,
+)
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
@@ -208,6 +213,6 @@ def build(context: BuildContext) -> dict[str, Any]:
             if name == "adapter_config.json":
                 data = portable_adapter_config(data, config.mllm.name)
             out.write_bytes(data, f"{ADAPTER}/{name}")
-        out.write_bytes(dump_config(config).encode(), CONFIG_FILE)
+        out.write_bytes(dump_config(with_image_setting_resolved(config)).encode(), CONFIG_FILE)
         out.metadata.update(summary)
     return summary

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from msr_ray.cli import main
+from msr_ray.models import prompts
 from msr_ray.run.pipeline import run_stage
 
 _SCORE = """
@@ -34,7 +35,10 @@ def test_export_loads_alone_and_reproduces_evaluate(trained, tmp_path):
     result = CliRunner().invoke(main, ["export", "--run-dir", run.root, "--out", str(out)])
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "msr_ray_recommender.json").read_text())
-    assert settings["prompt_version"] == "recommend-v2" and settings["base_model"] == "tiny"
+    assert (
+        settings["prompt_version"] == prompts.RECOMMEND_PROMPT_VERSION
+        and settings["base_model"] == "tiny"
+    )
     card = (out / "README.md").read_text()
     assert "## Metrics" in card and "mllm-msr, test" in card and "auc" in card
     adapter_config = Path(run.output_path("train", "adapter", "adapter_config.json"))

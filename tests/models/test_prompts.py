@@ -52,9 +52,10 @@ def _rendered(family: str) -> str:
         ]
     else:
         messages = [
-            prompts.recommend_prompt("movie", "Likes X.", "Heat", description, order)
+            prompts.recommend_prompt("movie", "Likes X.", "Heat", description, order, recent)
             for order in ("shared-prefix", "paper")
             for description in (None, "A crime film.")
+            for recent in ((), (prompts.recent_item_line("Up", "A film about a house.", 2),))
         ]
     return json.dumps(messages, sort_keys=True)
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from msr_ray.config import ServeConfig
+from msr_ray.config import RecommenderConfig, ServeConfig
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.requests import (
     RecommendRequest,
@@ -66,14 +66,34 @@ def test_catalog_gives_each_candidate_the_summary_it_is_handed():
     catalog, request = _catalog(), RecommendRequest("u1", ("b", "a"))
     catalog.check_candidates(request)
     assert catalog.users == {"u1", "u2"}
-    rows = catalog.candidate_rows(request, "new")  # the profile store's latest summary
+    rows = catalog.candidate_rows(request, "new", [])  # the profile store's latest summary
     assert [(r["item_id"], r["title"], r["summary"]) for r in rows] == [
         ("b", "B", "new"),
         ("a", "A", "new"),
     ]
     assert rows[0]["image_bytes"] == [b"png"] and "description" not in rows[0]
-    described = _catalog({"a": "About A."}).candidate_rows(request, "new")
+    described = _catalog({"a": "About A."}).candidate_rows(request, "new", [])
     assert [r["description"] for r in described] == [None, "About A."]
+    assert rows[0]["recent"] == []  # the paper's prompt shows no recent items
+
+
+def test_catalog_shows_the_users_most_recent_items_batch_then_online():
+    items = pa.table(
+        {
+            "item_id": ["a", "b", "c"],
+            "title": ["A", "B", "C"],
+            "image_paths": [[], [], []],
+            "image_bytes": [[], [], []],
+        }
+    )
+    summaries = pa.table({"user_id": ["u1"], "step": [2], "summary": ["s"]})
+    descriptions = {"a": "About a thing here.", "c": "See c."}
+    settings = RecommenderConfig(recent_items=2, recent_words=2)
+    catalog = ServingCatalog(items, summaries, descriptions, {"u1": ["a", "b"]}, settings)
+    rows = catalog.candidate_rows(RecommendRequest("u1", ("c",)), "s", [])
+    assert rows[0]["recent"] == ["'A': About a", "'B'"]
+    rows = catalog.candidate_rows(RecommendRequest("u1", ("a",)), "s", ["c"])
+    assert rows[0]["recent"] == ["'B'", "'C': See c."]
 
 
 def test_unknown_user_and_items_are_404():
