@@ -220,7 +220,7 @@ def check_sft(loaded: LoadedModel, args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return tokens
+        return tokens.total
 
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(loaded.device)

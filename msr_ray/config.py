@@ -361,6 +361,11 @@ class TrainConfig(_Strict):
         below are frozen, so they run without autograd). ``language-model``: every
         decoder layer and the final norm in full. Each saves as one PEFT adapter.
     top_layers: decoder layers ``top-layers`` trains (counted from the top).
+    cache_frozen_layers: with ``top-layers``, record the frozen bottom layers' output for
+        every training sequence the first time it runs and replay it at later epochs
+        (exact: the same loss and gradient), so that those epochs compute the top layers
+        alone. The records stay in the worker's memory (about the layer width x 4 bytes
+        per token of the worker's shard).
     lora_r, lora_alpha, lora_dropout: LoRA hyperparameters (``trainable: lora``).
     lora_target_modules: module names to adapt; None = every linear layer of the
         language model.
@@ -397,6 +402,7 @@ class TrainConfig(_Strict):
     zero_stage: int = Field(2, ge=0, le=3)
     trainable: Literal["lora", "top-layers", "language-model"] = "lora"
     top_layers: int = Field(8, gt=0)
+    cache_frozen_layers: bool = True
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(32, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)

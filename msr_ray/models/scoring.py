@@ -21,14 +21,15 @@ family), the model's own ``get_rope_index`` over each whole prefix + suffix sequ
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
 
+from msr_ray.models.frozen_layers import FrozenLayerCache
 from msr_ray.models.generation import on_model, render
 from msr_ray.models.loading import LoadedModel
 from msr_ray.models.prompts import SPLIT, Messages
@@ -210,17 +211,28 @@ def _answer_logits(
     pad: int,
     device,
     prefix_gradient: bool = True,
+    frozen: FrozenLayerCache | None = None,
 ) -> torch.Tensor:
     """Logits at the last ``keep`` positions of every prefix + suffix + tail sequence.
 
     The prefixes run once (left-padded); their KV cache is gathered per candidate and the
     suffixes (+ tails, left-padded) run on top of it with position ids that continue each
-    prefix, so every candidate sees exactly its own prefix + suffix sequence.
+    prefix, so every candidate sees exactly its own prefix + suffix sequence. ``frozen``
+    replays the frozen bottom layers' recorded outputs instead of computing them.
     """
     from transformers import DynamicCache
 
     prefix_ids, prefix_mask = left_pad(encoded.prefixes, pad, device)
-    with torch.set_grad_enabled(prefix_gradient and torch.is_grad_enabled()):
+    rows = [s + t for s, t in zip(encoded.suffixes, tails, strict=True)]
+    prefix_keys = [tuple(p) for p in encoded.prefixes]
+    row_keys = [(*prefix_keys[o], -1, *r) for o, r in zip(encoded.owner, rows, strict=True)]
+    width = prefix_ids.shape[1]
+    with (
+        torch.set_grad_enabled(prefix_gradient and torch.is_grad_enabled()),
+        frozen.call(prefix_keys, list(map(len, encoded.prefixes)), width)
+        if frozen
+        else nullcontext(),
+    ):
         prefix = model(
             input_ids=prefix_ids,
             attention_mask=prefix_mask,
@@ -236,7 +248,6 @@ def _answer_logits(
         ],
         config=_text_config(model),
     )
-    rows = [s + t for s, t in zip(encoded.suffixes, tails, strict=True)]
     suffix_ids, suffix_mask = left_pad(rows, pad, device)
     prefix_mask = prefix_mask.index_select(0, owner)
     mask = torch.cat([prefix_mask, suffix_mask], dim=1)
@@ -253,7 +264,10 @@ def _answer_logits(
         "logits_to_keep": keep,
         **encoded.vision,
     }
-    return model(**inputs).logits
+    if frozen is None:
+        return model(**inputs).logits
+    with frozen.call(row_keys, list(map(len, rows)), suffix_ids.shape[1]):
+        return model(**inputs).logits
 
 
 def _full_logits(model, encoded: EncodedPrompts, pad: int, device) -> torch.Tensor:
@@ -335,8 +349,23 @@ def _check_lengths(encoded: EncodedPrompts, targets: list[list[int]], max_length
             raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
 
 
-def _tokens(encoded: EncodedPrompts) -> int:
-    return sum(len(p) for p in encoded.prefixes) + sum(map(len, encoded.suffixes))
+class BatchTokens(NamedTuple):
+    """The tokens a training batch holds: its distinct prefixes' and its candidate rows'
+    (suffix + answer tokens), which the step computes on top of them."""
+
+    prefix: int
+    rows: int
+
+    @property
+    def total(self) -> int:
+        return self.prefix + self.rows
+
+
+def _tokens(encoded: EncodedPrompts, targets: list[list[int]]) -> BatchTokens:
+    return BatchTokens(
+        sum(len(p) for p in encoded.prefixes),
+        sum(map(len, encoded.suffixes)) + sum(map(len, targets)),
+    )
 
 
 def sft_loss(
@@ -346,7 +375,8 @@ def sft_loss(
     answers: Sequence[bool],
     max_length: int,
     prefix_gradient: bool = True,
-) -> tuple[torch.Tensor, int]:
+    frozen: FrozenLayerCache | None = None,
+) -> tuple[torch.Tensor, BatchTokens]:
     """Cross-entropy on the answer tokens only (in fp32), and the tokens the batch holds.
 
     ``model`` is what runs the forward pass (the PEFT model, or the DeepSpeed engine
@@ -354,7 +384,8 @@ def sft_loss(
     first answer token is predicted from exactly the position the scorer reads. A
     prompt longer than ``max_length`` with its answer raises. ``prefix_gradient=False``
     runs the shared prefixes without gradient: the loss then trains the model through
-    the candidates' tokens only, and a step costs about half as much.
+    the candidates' tokens only, and a step costs about half as much. ``frozen`` replays
+    the frozen bottom layers (``FrozenLayerCache``).
     """
     encoded = encode_prompts(loaded, prompts)
     targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
@@ -363,7 +394,7 @@ def sft_loss(
     pad = loaded.tokenizer.pad_token_id
     with fp32_head(loaded.model):
         logits = _answer_logits(
-            model, encoded, targets, longest + 1, pad, loaded.device, prefix_gradient
+            model, encoded, targets, longest + 1, pad, loaded.device, prefix_gradient, frozen
         )
     labels = torch.tensor(
         [[IGNORE_INDEX] * (longest - len(t)) + t for t in targets], device=logits.device
@@ -373,18 +404,24 @@ def sft_loss(
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
-    return loss, _tokens(encoded) + sum(map(len, targets))
+    return loss, _tokens(encoded, targets)
 
 
 def answer_margins(
-    model, loaded: LoadedModel, encoded: EncodedPrompts, prefix_gradient: bool = True
+    model,
+    loaded: LoadedModel,
+    encoded: EncodedPrompts,
+    prefix_gradient: bool = True,
+    frozen: FrozenLayerCache | None = None,
 ) -> torch.Tensor:
     """logit(yes) - logit(no) at every encoded prompt's answer position, in fp32 (with
     gradient when enabled; the shared prefixes with it only if ``prefix_gradient``)."""
     pad = loaded.tokenizer.pad_token_id
     tails: list[list[int]] = [[] for _ in encoded.suffixes]
     with fp32_head(loaded.model):
-        logits = _answer_logits(model, encoded, tails, 1, pad, loaded.device, prefix_gradient)
+        logits = _answer_logits(
+            model, encoded, tails, 1, pad, loaded.device, prefix_gradient, frozen
+        )
     ids = answer_ids(loaded)
     last = logits[:, -1].float()
     return last[:, ids.yes] - last[:, ids.no]
@@ -398,7 +435,8 @@ def listwise_loss(
     groups: Sequence[str],
     max_length: int,
     prefix_gradient: bool = True,
-) -> tuple[torch.Tensor, int]:
+    frozen: FrozenLayerCache | None = None,
+) -> tuple[torch.Tensor, BatchTokens]:
     """Softmax cross-entropy over each candidate list's Yes-vs-No margins, in fp32.
 
     A candidate's margin is logit(yes) - logit(no) at the answer position, so its score
@@ -411,7 +449,7 @@ def listwise_loss(
     encoded = encode_prompts(loaded, prompts)
     targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
     _check_lengths(encoded, targets, max_length)
-    margins = answer_margins(model, loaded, encoded, prefix_gradient)
+    margins = answer_margins(model, loaded, encoded, prefix_gradient, frozen)
     members: dict[str, list[int]] = {}
     for n, group in enumerate(groups):
         members.setdefault(group, []).append(n)
@@ -422,4 +460,4 @@ def listwise_loss(
             group_margins = margins[torch.tensor(rows, device=margins.device)]
             losses.append(torch.logsumexp(group_margins, 0) - margins[positives[0]])
     loss = torch.stack(losses).mean() if losses else margins.sum() * 0.0
-    return loss, _tokens(encoded) + sum(map(len, targets))
+    return loss, _tokens(encoded, targets)

@@ -151,6 +151,7 @@ STAGES: list[StageInfo] = [
                 "train.placement_strategy",
                 "train.max_failures",
                 "train.fail_once_at_epoch",
+                "train.cache_frozen_layers",
                 "train.tracking",
                 "train.tracking_uri",
                 "train.tracking_experiment",

@@ -51,9 +51,11 @@ VALID_BLOCKS_PER_WORKER = 4
 
 
 class EveryValidRowOnce(DataConfig):
-    """Splits ``train`` evenly (every worker takes the same number of steps, as
-    DeepSpeed's collectives need) and ``valid`` without dropping rows (an even split
-    would drop up to ``world_size - 1`` of them and change the AUC)."""
+    """Hands every worker the whole ``train`` dataset, in the driver's order, from which
+    each takes its own micro-batch of every global batch (the same rows at every epoch,
+    as the frozen-layer cache needs, and the same number of steps on every worker, as
+    DeepSpeed's collectives need), and splits ``valid`` without dropping rows (an even
+    split would drop up to ``world_size - 1`` of them and change the AUC)."""
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         """``DataConfig.configure`` for every dataset but ``valid``; ``valid`` is split
@@ -67,6 +69,13 @@ class EveryValidRowOnce(DataConfig):
             for rank, split in enumerate(splits):
                 output[rank]["valid"] = split
         return output
+
+
+def in_order():
+    """Train's default ingest options, in the dataset's order."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def validation_blocks(valid: pa.Table, blocks: int) -> list[pa.Table]:
@@ -183,7 +192,10 @@ def build(context: BuildContext) -> dict[str, Any]:
                 validation_blocks(valid, cfg.num_workers * VALID_BLOCKS_PER_WORKER) or [valid]
             ),
         },
-        dataset_config=EveryValidRowOnce(datasets_to_split=["train", "valid"]),
+        dataset_config=EveryValidRowOnce(
+            datasets_to_split=[],
+            execution_options={"train": in_order()},
+        ),
     )
     with shown_progress(run, context.parts_key, micro_steps, cfg.epochs):
         result = trainer.fit()

@@ -1,7 +1,8 @@
-"""The SFT recipe one Ray Train worker runs: LoRA + DeepSpeed on the Yes/No answer.
+"""The SFT recipe one Ray Train worker runs: PEFT + DeepSpeed on the Yes/No answer.
 
 It reads as its steps, the way a torchtune recipe does:
-``setup()`` (model, LoRA, optimizer, schedule, DeepSpeed engine, tracker),
+``setup()`` (model, the adapter of ``train.trainable``, optimizer, schedule, DeepSpeed
+engine, the frozen-layer cache, tracker),
 ``restore()`` (the latest checkpoint Ray Train hands back, if any),
 ``train_epoch()`` (this worker's shard of the training rows),
 ``validate()`` (this worker's shard of the validation rows, then the scores of every
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from msr_ray.config import PipelineConfig, TrainConfig
 from msr_ray.method.recommender import ADAPTER
-from msr_ray.models.lora import lora_config
+from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.run.registry import STAGES_BY_COMMAND
 from msr_ray.run.rundir import RunDir
 from msr_ray.training.tracking import MlflowTracker, NoTracking, Tracker, flatten
@@ -60,6 +61,36 @@ def skip_inference_comm_kernel() -> None:
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def step_flops(cfg: TrainConfig, layer_params: float, layers: int, tokens, layers_run: int):
+    """Matmul FLOPs one training step runs: the forward of ``layers_run`` decoder layers
+    over every token, and the backward over the tokens with gradient (the candidates',
+    and the prefixes' with ``prefix_gradient``): weight and input gradients of the
+    trained layers (``top-layers``, ``language-model``), or the input gradients through
+    every layer (``lora``, whose own weights are negligible). ``tokens`` is the step's
+    ``BatchTokens``; attention scores and the few LM-head positions are left out."""
+    with_gradient = tokens.rows + (tokens.prefix if cfg.prefix_gradient else 0)
+    backward = {
+        "top-layers": 4 * cfg.top_layers,
+        "language-model": 4 * layers,
+        "lora": 2 * layers,
+    }[cfg.trainable]
+    return layer_params * (2 * layers_run * tokens.total + backward * with_gradient)
+
+
+def matmul_rate(device, dtype) -> float | None:
+    """This worker's measured matmul GFLOP/s (the CPU's per-thread rate in ``dtype`` times
+    its torch threads), or None off the CPU."""
+    import torch
+
+    from msr_ray.models.loading import cpu_matmul_rates
+
+    if device.type != "cpu":
+        return None
+    rates = cpu_matmul_rates()
+    per_thread = rates["bf16_gflops" if dtype == torch.bfloat16 else "fp32_gflops"]
+    return per_thread * torch.get_num_threads()
 
 
 def linear_schedule(optimizer, cfg: TrainConfig, total_steps: int):
@@ -169,6 +200,7 @@ class SftRecipe:
         from peft import get_peft_model
 
         from msr_ray.method.recommender import Recommender
+        from msr_ray.models.frozen_layers import FrozenLayerCache
         from msr_ray.models.loading import load_model
 
         cfg = self.cfg
@@ -177,7 +209,17 @@ class SftRecipe:
         self.loaded = load_model(
             self.config.mllm.model_copy(update={"device": str(device)}), "mllm"
         )
+        layers = self.loaded.model.get_decoder().layers
+        self.layers = len(layers)
+        self.layer_params = sum(p.numel() for p in layers.parameters()) / self.layers
         self.model = get_peft_model(self.loaded.model, lora_config(cfg, self.loaded.model))
+        frozen = frozen_layers(cfg, self.model)
+        self.frozen = (
+            FrozenLayerCache.for_model(self.model, frozen)
+            if frozen and cfg.cache_frozen_layers
+            else None
+        )
+        self.matmul_gflops = matmul_rate(device, self.loaded.dtype)
         self.loaded.model = self.model
         self.recommender = Recommender(self.loaded, self.config)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -208,7 +250,8 @@ class SftRecipe:
                     self.start_epoch = json.load(f)["epoch"] + 1
 
     def train_epoch(self, epoch: int) -> list[dict[str, Any]]:
-        """One pass over this worker's training shard; the per-step log, also written to
+        """One pass over this worker's micro-batch of every global batch (the same rows at
+        every epoch); the per-step log, also written to
         ``train_logs/epoch-<epoch>-rank-<rank>.jsonl``."""
         import ray.train
 
@@ -218,29 +261,36 @@ class SftRecipe:
         self.engine.train()
         log: list[dict[str, Any]] = []
         samples, tokens, started = 0, 0, time.perf_counter()
+        flops, step_seconds = 0.0, 0.0
         progress = ProgressFile(self.run_dir, self.key)
         for batch in ray.train.get_dataset_shard("train").iter_batches(
-            batch_size=cfg.micro_batch_size, batch_format="pyarrow", drop_last=True
+            batch_size=cfg.micro_batch_size * self.world, batch_format="pyarrow", drop_last=True
         ):
-            rows = batch.to_pylist()
+            rows = batch.slice(self.rank * cfg.micro_batch_size, cfg.micro_batch_size).to_pylist()
             prompts, answers = self.recommender.prompts(rows), [bool(r["label"]) for r in rows]
+            step_started = time.perf_counter()
+            replayed = self.frozen.replayed if self.frozen else 0
             if cfg.objective == "listwise":
                 groups = [r["group"] for r in rows]
                 loss, batch_tokens = listwise_loss(
                     self.engine, self.loaded, prompts, answers, groups, cfg.max_length,
-                    cfg.prefix_gradient,
+                    cfg.prefix_gradient, self.frozen,
                 )  # fmt: skip
             else:
                 loss, batch_tokens = sft_loss(
                     self.engine, self.loaded, prompts, answers, cfg.max_length,
-                    cfg.prefix_gradient,
+                    cfg.prefix_gradient, self.frozen,
                 )  # fmt: skip
             self.engine.backward(loss)
             self.engine.step()
+            step_seconds += time.perf_counter() - step_started
+            replays = (self.frozen.replayed - replayed) if self.frozen else 0
+            layers_run = cfg.top_layers if replays == 2 else self.layers
+            flops += step_flops(cfg, self.layer_params, self.layers, batch_tokens, layers_run)
             if log and cfg.fail_once_at_epoch == epoch and self.rank == self.world - 1:
                 crash_once(self.run_dir, epoch)
             samples += len(rows)
-            tokens += batch_tokens
+            tokens += batch_tokens.total
             elapsed = time.perf_counter() - started
             entry = {
                 "epoch": epoch,
@@ -251,6 +301,7 @@ class SftRecipe:
                 "lr": self.scheduler.get_last_lr()[0],
                 "samples_per_s": samples / elapsed,
                 "tokens_per_s": tokens / elapsed,
+                "gflops_per_s": flops / step_seconds / 1e9,
             }
             log.append(entry)
             if self.rank == 0:
@@ -265,6 +316,13 @@ class SftRecipe:
             f"epoch-{epoch:03d}-rank-{self.rank}.jsonl",
         )
         return log
+
+    def loop_rate(self, log: list[dict[str, Any]]) -> dict[str, Any]:
+        """The epoch's achieved matmul GFLOP/s in the training steps, and its share of
+        this worker's measured rate (None off the CPU)."""
+        achieved = log[-1]["gflops_per_s"] if log else None
+        share = achieved / self.matmul_gflops if achieved and self.matmul_gflops else None
+        return {"loop_gflops_per_s": achieved, "loop_matmul_share": share}
 
     def validate(self) -> tuple[float | None, int]:
         """Score this worker's validation shard, all-gather every worker's scores, and
@@ -316,6 +374,7 @@ class SftRecipe:
                 "valid_auc": valid_auc,
                 "valid_rows": valid_rows,
                 "samples": len(log) * self.cfg.micro_batch_size,
+                **self.loop_rate(log),
             }
             self.tracker.log_metrics(
                 {"valid_auc": valid_auc, "train_loss": metrics["train_loss"]},

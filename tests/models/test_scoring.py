@@ -82,7 +82,7 @@ def test_sft_loss_teaches_the_answer_the_scorer_reads(tiny_mllm):
     model.eval()
     red, blue = score_shared(tiny_mllm, batch)
     model.load_state_dict(state)
-    assert losses[-1] < losses[0] / 4 and tokens > 20
+    assert losses[-1] < losses[0] / 4 and tokens.prefix > 10 and tokens.rows > 10
     assert red > 0.9 and blue < 0.1, (before, red, blue)
 
 
