@@ -6,15 +6,17 @@
 Reads a finished synthetic run (``make demo``: dataset, item summaries, user summaries
 and samples) and, for each arm (a name and comma-separated config overrides of the run's
 config; ``summaries:oracle`` swaps every preference summary for one naming the user's
-latent current genre at that step), fine-tunes a fresh LoRA adapter on the run's
-training rows in this process (no Ray, no DeepSpeed: the same losses, optimizer and
-schedule as the train stage) for ``--minutes`` of training, and scores ``--eval-users``
-test lists after every ``--eval-every`` training minutes (``loss:decision`` trains the
-binary cross-entropy of the Yes-vs-No margin alone). Prints each arm's curve (training
-minutes, epochs, test AUC, mean loss of the last 20 steps) and a table of the arms'
-best and final AUC. Scoring time does not count as training time. The oracle arm bounds what the recommender can learn from summaries in
-that many minutes; the pipeline arm is what ``make demo`` trains on. ``--smoke`` trains
-for 3 seconds and scores 2 lists (the test suite runs it on a tiny run).
+latent current genre at that step), fine-tunes a fresh adapter of the arm's recipe
+(``train.trainable``) on the run's training rows in this process (no Ray, no DeepSpeed:
+the same losses, optimizer, schedule and frozen-layer replay as the train stage) for
+``--minutes`` of training, and scores ``--eval-users`` test lists after every
+``--eval-every`` training minutes (``loss:decision`` trains the binary cross-entropy of
+the Yes-vs-No margin alone). Prints each arm's curve (training minutes, epochs, test
+AUC, mean loss of the last 20 steps) and a table of the arms' best and final AUC.
+Scoring time does not count as training time. The oracle arm bounds what the
+recommender can learn from summaries in that many minutes; the pipeline arm is what
+``make demo`` trains on. ``--smoke`` trains for 3 seconds and scores 2 lists (the test
+suite runs it on a tiny run).
 """
 
 from __future__ import annotations
@@ -32,10 +34,17 @@ from msr_ray.config import PipelineConfig, parse_config, with_overrides
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.synthetic_signal import _World, auc
 from msr_ray.method.recommender import Recommender, candidate_rows
+from msr_ray.models.frozen_layers import FrozenLayerCache
 from msr_ray.models.loading import load_model
-from msr_ray.models.lora import lora_config
+from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.models.prompts import PREFERENCE_PREFIX
-from msr_ray.models.scoring import answer_margins, encode_prompts, listwise_loss, sft_loss
+from msr_ray.models.scoring import (
+    answer_margins,
+    encode_prompts,
+    listwise_loss,
+    score_shared,
+    sft_loss,
+)
 from msr_ray.run.rundir import RunDir
 from msr_ray.run.tables import read_dataset
 from msr_ray.training.recipe import linear_schedule
@@ -70,10 +79,85 @@ def mean_auc(recommender: Recommender, rows: pa.Table) -> float:
     return float(np.mean([auc(s, y) for s, y in lists.values()]))
 
 
-def decision_loss(model, loaded, prompts, answers, prefix_gradient: bool) -> torch.Tensor:
+def answer_states(recommender: Recommender, rows: pa.Table, layers: list[int]) -> torch.Tensor:
+    """(rows, layers, hidden) hidden states at the answer position of every row's prompt,
+    as the frozen model computes them (the outputs of the given decoder layers, 1-based),
+    read off the scorer's own shared-prefix pass, one candidate list at a time."""
+    loaded = recommender.loaded
+    decoder = loaded.model.get_decoder()
+    kept: list[list[torch.Tensor]] = [[] for _ in layers]
+
+    def keeper(k: int):
+        def keep(module, inputs, output):
+            kept[k].append((output[0] if isinstance(output, tuple) else output)[:, -1].float())
+
+        return keep
+
+    handles = [decoder.layers[n - 1].register_forward_hook(keeper(k)) for k, n in enumerate(layers)]
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for n, group in enumerate(rows["group"].to_pylist()):
+        by_group[group].append(n)
+    states = torch.zeros(rows.num_rows, len(layers), decoder.config.hidden_size)
+    try:
+        for members in by_group.values():
+            prompts = recommender.prompts(rows.take(pa.array(members)).to_pylist())
+            with torch.inference_mode():
+                score_shared(loaded, prompts)  # its last pass reads the candidates' tokens
+            for k in range(len(layers)):
+                states[members, k] = kept[k][-1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return states
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of an L2-regularised logistic regression of ``y`` on ``x``."""
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y)
+        loss = loss + 1e-2 * weight.square().sum() / len(y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def probe_aucs(
+    config: PipelineConfig, train: pa.Table, test: pa.Table, layers: list[int]
+) -> dict[int, float]:
+    """Test AUC of a logistic regression on the frozen model's answer-position state at
+    each layer, fitted on the training rows: what a linear readout of the untrained
+    model reaches, before any fine-tuning."""
+    recommender = Recommender(load_model(config.mllm, "mllm"), config)
+    x_train = answer_states(recommender, train, layers)
+    x_test = answer_states(recommender, test, layers)
+    y = torch.tensor(train["label"].to_pylist(), dtype=torch.float32)
+    result = {}
+    for k, layer in enumerate(layers):
+        mean, std = x_train[:, k].mean(0), x_train[:, k].std(0) + 1e-6
+        weight, bias = fit_logistic((x_train[:, k] - mean) / std, y)
+        scores = (((x_test[:, k] - mean) / std) @ weight + bias).tolist()
+        lists: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for g, label, score in zip(
+            test["group"].to_pylist(), test["label"].to_pylist(), scores, strict=True
+        ):
+            lists[g][0].append(score)
+            lists[g][1].append(label)
+        result[layer] = float(np.mean([auc(s, t) for s, t in lists.values()]))
+    return result
+
+
+def decision_loss(model, loaded, prompts, answers, prefix_gradient: bool, frozen) -> torch.Tensor:
     """Binary cross-entropy of the Yes-vs-No margin alone (the pointwise loss without the
     answer's fixed tokens, which take two thirds of its weight)."""
-    margins = answer_margins(model, loaded, encode_prompts(loaded, prompts), prefix_gradient)
+    encoded = encode_prompts(loaded, prompts)
+    margins = answer_margins(model, loaded, encoded, prefix_gradient, frozen)
     labels = torch.tensor([float(a) for a in answers], device=margins.device)
     return torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
 
@@ -107,9 +191,19 @@ def run_arm(
     test = test_lists(candidate_rows(run, config, ("test",)), args.eval_users)
     if oracle:
         train, test = oracle_summaries(config, train), oracle_summaries(config, test)
+    if args.probe_layers:
+        probes = probe_aucs(config, train, test, args.probe_layers)
+        cells = "  ".join(f"layer {layer} {value:.3f}" for layer, value in probes.items())
+        print(f"  linear probe of the frozen model (test AUC): {cells}", flush=True)
     loaded = load_model(config.mllm, "mllm")
     model = get_peft_model(loaded.model, lora_config(cfg, loaded.model))
     loaded.model = model
+    frozen_count = frozen_layers(cfg, model)
+    frozen = (
+        FrozenLayerCache.for_model(model, frozen_count)
+        if frozen_count and cfg.cache_frozen_layers
+        else None
+    )
     recommender = Recommender(loaded, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -127,15 +221,15 @@ def run_arm(
             model.train()
             prompts, answers = recommender.prompts(batch), [bool(r["label"]) for r in batch]
             if decision_only:
-                loss = decision_loss(model, loaded, prompts, answers, cfg.prefix_gradient)
+                loss = decision_loss(model, loaded, prompts, answers, cfg.prefix_gradient, frozen)
             elif cfg.objective == "listwise":
                 loss, _ = listwise_loss(
                     model, loaded, prompts, answers, [r["group"] for r in batch],
-                    cfg.max_length, cfg.prefix_gradient,
+                    cfg.max_length, cfg.prefix_gradient, frozen,
                 )  # fmt: skip
             else:
                 loss, _ = sft_loss(
-                    model, loaded, prompts, answers, cfg.max_length, cfg.prefix_gradient
+                    model, loaded, prompts, answers, cfg.max_length, cfg.prefix_gradient, frozen
                 )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -171,10 +265,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=6.0, help="training minutes per arm")
     parser.add_argument("--eval-every", type=float, default=1.0, help="training minutes")
     parser.add_argument("--eval-users", type=int, default=25, help="test lists scored")
+    parser.add_argument(
+        "--probe-layers",
+        default="12,18",
+        help="comma-separated decoder layers (1-based) whose frozen answer-position state a "
+        "logistic regression reads, per arm, before training ('' for none)",
+    )
     parser.add_argument("--smoke", action="store_true", help="3 training seconds, 2 lists")
     args = parser.parse_args()
+    args.probe_layers = [int(n) for n in args.probe_layers.split(",") if n]
     if args.smoke:
         args.minutes, args.eval_every, args.eval_users = 0.05, 0.025, 2
+        args.probe_layers = [1, 2]  # the tiny MLLM's
     torch.set_num_threads(2)
     run = RunDir(args.run_dir)
     base = parse_config(run.read_text("config.yaml"), run.path("config.yaml"))

@@ -179,7 +179,7 @@ def recent_lines(
     settings: RecommenderConfig,
 ) -> list[str]:
     """The prompt lines of the last ``recent_items`` items of ``history`` (oldest first)."""
-    last = history[len(history) - settings.recent_items :] if settings.recent_items else []
+    last = history[max(0, len(history) - settings.recent_items) :] if settings.recent_items else []
     return [
         prompts.recent_item_line(titles.get(i) or "", descriptions.get(i), settings.recent_words)
         for i in last

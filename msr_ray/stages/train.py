@@ -72,8 +72,13 @@ class EveryValidRowOnce(DataConfig):
 
 
 def in_order():
-    """Train's default ingest options, in the dataset's order."""
-    options = DataConfig.default_ingest_options()
+    """This Ray Data context's execution options, in the dataset's order (a copy: Ray
+    Train's ``default_ingest_options`` sets a deprecated field and warns on the console)."""
+    import copy
+
+    from ray.data import DataContext
+
+    options = copy.copy(DataContext.get_current().execution_options)
     options.preserve_order = True
     return options
 

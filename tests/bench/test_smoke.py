@@ -52,6 +52,8 @@ def test_summaries_bench(bench, finished_run):
 def test_learning_bench(bench, finished_run):
     out = bench("learning", f"--run-dir={finished_run}", "--smoke", "--arm=oracle=summaries:oracle")
     assert "oracle: summaries:oracle" in out and "0.0 min  epoch 0.00  test AUC" in out
+    probe = r"linear probe of the frozen model \(test AUC\): layer 1 \d\.\d{3}  layer 2 \d\.\d{3}"
+    assert re.search(probe, out), out
     assert re.search(r"^oracle +\d\.\d{3} +\d\.\d{3} +\d\.\d$", out, re.M), out
 
 

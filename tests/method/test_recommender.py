@@ -27,14 +27,33 @@ def _rows():
 def test_score_groups_by_user_and_equals_whole_prompt_scores(tiny_mllm, description):
     config = PipelineConfig(
         domain="video",
-        recommender=RecommenderConfig(batch_size=2, candidate_description=description),
+        recommender=RecommenderConfig(
+            batch_size=2, candidate_description=description, candidate_image="on"
+        ),
     )
     recommender = Recommender(tiny_mllm, config)
     rows = _rows()
     prompts = recommender.prompts(rows)
     assert ("topic 1" in prompts[1].suffix) is description
+    assert [bool(p.images) for p in prompts] == [n != 3 for n in range(7)]
     assert len({p.prefix for p in prompts}) == 2
     assert recommender.score(rows) == pytest.approx(score_full(tiny_mllm, prompts), abs=1e-5)
+
+
+def test_candidate_images_are_left_out_for_the_built_in_models_unless_asked(tiny_mllm):
+    from msr_ray.method.recommender import shows_candidate_image, with_image_setting_resolved
+
+    auto = Recommender(tiny_mllm, PipelineConfig(domain="video")).prompts(_rows())
+    assert not any(p.images for p in auto) and "<image>" not in "".join(p.suffix for p in auto)
+    assert shows_candidate_image(PipelineConfig(mllm=ModelSpec(name="/models/llava-1.6")))
+    assert not shows_candidate_image(
+        PipelineConfig(recommender=RecommenderConfig(candidate_image="off"))
+    )
+    resolved = with_image_setting_resolved(PipelineConfig())  # the embedded MLLM
+    assert resolved.recommender.candidate_image == "off"
+    # What the train stage saves reads the same under another model path (an export).
+    moved = resolved.model_copy(update={"mllm": ModelSpec(name="/exported")})
+    assert not shows_candidate_image(moved)
 
 
 def test_description_words_cut_the_shown_item_summary(tiny_mllm):
@@ -43,6 +62,15 @@ def test_description_words_cut_the_shown_item_summary(tiny_mllm):
     prompts = Recommender(tiny_mllm, config).prompts(_rows())
     assert "Its description: A clip about ..." in prompts[1].suffix
     assert "topic" not in prompts[1].suffix
+
+
+def prompts_text(config: PipelineConfig, row: dict) -> str:
+    from msr_ray.models import prompts
+
+    messages = prompts.recommend_prompt(
+        config.domain, row["summary"], row["title"], None, "shared-prefix", row["recent"]
+    )
+    return " ".join(part["text"] for part in messages[0]["content"] if part["type"] == "text")
 
 
 def _rates(fp32: float, bf16: float):
@@ -113,6 +141,7 @@ def test_candidate_rows_join_titles_images_and_item_summaries(tmp_path):
             "group": f"{split}:u",
             "step": 2,
             "summary": "Likes a.",
+            "position": 1 if split == "train" else 2,
         }
         for split, item, label in (("train", "b", 1), ("train", "c", 0), ("test", "c", 1))
     ]
@@ -128,3 +157,14 @@ def test_candidate_rows_join_titles_images_and_item_summaries(tmp_path):
         ("c", "About c."),
         ("c", "About c."),
     ]
+    # The items before each target, with their summaries' first words.
+    config = PipelineConfig(recommender=RecommenderConfig(recent_items=3, recent_words=1))
+    recent = candidate_rows(run, config, ("train", "test")).to_pylist()
+    assert [r["recent"] for r in recent] == [
+        ["'Title a': About"],
+        ["'Title a': About"],
+        ["'Title a': About", "'Title b': About"],
+    ]
+    assert "most recent items, oldest first: 1. 'Title a': About; 2. 'Title b': About." in (
+        prompts_text(config, recent[2])
+    )
