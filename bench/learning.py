@@ -47,7 +47,7 @@ from msr_ray.models.scoring import (
 )
 from msr_ray.run.rundir import RunDir
 from msr_ray.run.tables import read_dataset
-from msr_ray.training.recipe import linear_schedule
+from msr_ray.training.recipe import adamw, linear_schedule
 from msr_ray.training.row_order import prefix_unit_order
 
 
@@ -206,7 +206,7 @@ def run_arm(
     )
     recommender = Recommender(loaded, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = adamw(trainable, cfg, loaded.device)
     steps_per_epoch = train.num_rows // cfg.micro_batch_size
     scheduler = linear_schedule(optimizer, cfg, steps_per_epoch * cfg.epochs)
     curve = [(0.0, 0.0, mean_auc(recommender, test), float("nan"))]

@@ -196,3 +196,30 @@ def test_deepspeed_is_kept_from_compiling_its_inference_comm_kernel():
 
     skip_inference_comm_kernel()
     assert build_shm_op() is None  # nothing compiled, nothing loaded
+
+
+def test_the_workers_adamw_is_fused_on_cpu_and_steps_as_the_multi_tensor_one():
+    import torch
+
+    from msr_ray.config import TrainConfig
+    from msr_ray.training.recipe import adamw
+
+    cfg = TrainConfig(learning_rate=1e-2, weight_decay=0.1)
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(t) for t in start]
+    finals = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        optimizer = adamw(params, cfg, torch.device("cpu"))
+        if not fused:
+            optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1, foreach=True)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for _ in range(3):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        finals.append(params)
+    for a, b, s in zip(*finals, start, strict=True):
+        assert not torch.equal(a, s)  # it moved
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
