@@ -1,7 +1,7 @@
 """SFT samples/s of the train stage, two settings side by side on the same data, one run.
 
-Synthetic dataset, embedded MLLM, DeepSpeed ZeRO-2 on gloo, ``--epochs`` epochs each (LoRA
-unless an arm says otherwise); the training pairs (every-item targets) come from the
+Synthetic dataset, embedded MLLM, DeepSpeed on gloo, ``--epochs`` epochs each (LoRA and
+ZeRO-2 unless an arm says otherwise); the training pairs (every-item targets) come from the
 samples builder with a fixed preference summary per user and step. Each arm prints the
 last epoch's samples/s and its training steps' achieved matmul GFLOP/s as a share of the
 workers' measured rate (the CPU's per-thread rate in the model's dtype, times threads):
@@ -11,6 +11,7 @@ workers' measured rate (the CPU's per-thread rate in the model's dtype, times th
     .venv/bin/python bench/train.py --compare dtype     # fp32 vs bf16 (2 workers each)
     .venv/bin/python bench/train.py --compare recipe    # LoRA vs the top 8 layers in full
     .venv/bin/python bench/train.py --compare frozen-cache --epochs 2  # top 8: replay off/on
+    .venv/bin/python bench/train.py --compare zero --epochs 2  # top 8: ZeRO-2 vs stage 0
 
 ``--smoke`` runs the same code on the tiny MLLM with 4 users and 1 worker (the test suite
 runs it).
@@ -45,6 +46,10 @@ ARMS = {
     ),
     "dtype": (("fp32", ["mllm.dtype=float32"]), ("bf16", ["mllm.dtype=bfloat16"])),
     "recipe": (("lora", []), ("top-8 layers", TOP_LAYERS)),
+    "zero": (
+        ("ZeRO-2", [*TOP_LAYERS, "train.zero_stage=2"]),
+        ("ZeRO-0", [*TOP_LAYERS, "train.zero_stage=0"]),
+    ),
     "frozen-cache": (
         ("no replay", [*TOP_LAYERS, "train.cache_frozen_layers=false"]),
         ("replay", [*TOP_LAYERS, "train.cache_frozen_layers=true"]),
@@ -127,8 +132,8 @@ def main() -> None:
     results = [(name, *_measure(base, name, overrides)) for name, overrides in ARMS[ARGS.compare]]
     rates = cpu_matmul_rates()
     print(
-        f"synthetic users={ARGS.users}, {'tiny' if ARGS.smoke else 'embedded'} MLLM, ZeRO-2, "
-        f"micro-batch 4, {ARGS.epochs} epoch(s), every-item targets; {rates['cpu']}: one "
+        f"synthetic users={ARGS.users}, {'tiny' if ARGS.smoke else 'embedded'} MLLM, "
+        f"ZeRO-2 unless the arm says, micro-batch 4, {ARGS.epochs} epoch(s), every-item targets; {rates['cpu']}: one "
         f"thread {rates['fp32_gflops']:.0f} GFLOP/s fp32, {rates['bf16_gflops']:.0f} bf16"
     )
     for name, rate, wall, rows, share in results:
