@@ -678,11 +678,12 @@ class ServeConfig(_Strict):
         ``/``, ``/healthz``, ``/stats`` and ``/docs`` stay open. Needs a key source.
     open_without_keys: "I know this service is open to anyone who reaches it". Without
         it, an app whose Serve HTTP host is beyond loopback (not 127.x, ``::1`` or
-        ``localhost``) and that has no key source refuses to start. The host is Serve's
-        own: the running Serve controller's ``http_options.host`` (what the serve
-        config's ``http_options`` set when Serve started), read where the app is built
-        and again by every ingress replica as it starts, inside the Serve instance that
-        runs it; so no second copy of the host can disagree with the one bound.
+        ``localhost``) and that has no key source refuses to start, in one line. The host
+        is Serve's own, never a copy in these args: the running Serve controller's
+        ``http_options.host`` (set by the serve config's ``http_options`` when Serve
+        started), read by ``build_app`` (which takes Serve's default host when no Serve
+        instance is running yet, as under ``serve run <import path>``) and again by
+        every ingress replica as it starts, inside the Serve instance that runs it.
     """
 
     run_dir: str

@@ -1,11 +1,19 @@
-"""API keys: loading and checking them (no Ray), the open-bind refusal, and the served app
-as `serve run msr_ray.serving.app:build_app` builds it (code defaults) on 2 CPUs."""
+"""API keys: loading and checking them (no Ray); the refusal to serve beyond loopback
+without keys, where the app is built and in its ingress; the one-line placement warning.
+Keys on the served app, and its code defaults on 2 CPUs: test_live.py."""
+
+import time
 
 import pytest
+from ray import serve
 
 from msr_ray.config import ConfigError, ServeConfig
+from msr_ray.serving.app import RecommenderIngress, build_app
+from msr_ray.serving.instance import http_host, shortfall
 from msr_ray.serving.keys import ApiKeys, check_exposure, is_loopback, presented_key
 from msr_ray.serving.requests import RequestError, error_response
+from msr_ray.serving.scorer import Scorer
+from msr_ray.serving.updater import ProfileUpdater
 
 GOOD, OTHER, WRONG = "k-alpha-0123456789", "k-beta-9876543210", "k-wrong-5555555555"
 
@@ -120,3 +128,75 @@ def test_serving_beyond_loopback_needs_keys_or_saying_it_is_open():
         assert "set api_keys_env or api_keys_file" in message and "open_without_keys" in message
         check_exposure(host, ServeConfig(run_dir="r", api_keys_env="K"))
         check_exposure(host, ServeConfig(run_dir="r", open_without_keys=True))
+
+
+def test_an_app_asking_for_more_than_the_cluster_has_says_so_in_one_line():
+    deployments = {  # as Serve's instance details give them
+        "Recommender": {"target_num_replicas": 2, "required_resources": {"CPU": 0, "GPU": 0}},
+        "Scorer": {"target_num_replicas": 2, "required_resources": {"CPU": 4, "GPU": 1}},
+        "ProfileUpdater": {"target_num_replicas": 1, "required_resources": {"CPU": 2}},
+    }
+    assert shortfall(deployments, {"CPU": 16.0, "GPU": 2.0, "memory": 1e9}) == ""
+    line = shortfall(deployments, {"CPU": 8.0})
+    assert line == (
+        "this app's replicas ask for CPU 10 (the cluster has 8), GPU 2 (the cluster has 0): "
+        "Recommender 2 x nothing, Scorer 2 x CPU 4 GPU 1, ProfileUpdater 1 x CPU 2; they "
+        "wait until nodes join, so lower ray_actor_options or replicas in the serve config, "
+        "or add nodes"
+    )
+
+
+def _wait_for_status(app: str, wanted: str, timeout_s: float = 300) -> str:
+    """The application's deployments' status messages once its status is ``wanted``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status == wanted:
+            return "\n".join(d.message for d in status.deployments.values())
+        time.sleep(0.5)
+    raise TimeoutError(f"{app} did not reach {wanted}: {serve.status().applications.get(app)}")
+
+
+def test_serving_beyond_loopback_without_keys_is_refused_where_built_and_by_the_ingress(
+    trained, monkeypatch
+):
+    """Serve's own HTTP host decides: a Serve instance configured for 0.0.0.0 (its proxies
+    disabled here, so nothing listens) makes build_app refuse an app without keys; an
+    app built before that was known (`serve run` builds an import path before it
+    connects to Ray) is refused again by its ingress replica as it starts."""
+    _, run, _ = trained
+    serve.shutdown()
+    serve.start(proxy_location="Disabled", http_options={"host": "0.0.0.0", "port": 8000})
+    try:
+        assert http_host() == "0.0.0.0"
+        with pytest.raises(ConfigError) as info:
+            build_app({"run_dir": run.root})
+        assert str(info.value) == (
+            "Serve's HTTP host is '0.0.0.0', beyond loopback, and no API keys are configured: "
+            "set api_keys_env or api_keys_file in the app's args (or open_without_keys: true "
+            "to serve anyone who reaches it)"
+        )
+        build_app({"run_dir": run.root, "open_without_keys": True})
+        monkeypatch.setenv("MSR_RAY_TEST_KEYS", f"{GOOD},{OTHER}")
+        build_app({"run_dir": run.root, "api_keys_env": "MSR_RAY_TEST_KEYS"})
+        monkeypatch.delenv("MSR_RAY_TEST_KEYS")
+        with pytest.raises(ConfigError, match="MSR_RAY_TEST_KEYS, which is unset or empty"):
+            build_app({"run_dir": run.root, "api_keys_env": "MSR_RAY_TEST_KEYS"})
+
+        args = ServeConfig(run_dir=run.root).model_dump()
+        unchecked = RecommenderIngress.options(
+            max_constructor_retry_count=1, ray_actor_options={"num_cpus": 0}
+        ).bind(
+            ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind(),
+            Scorer.options(ray_actor_options={"num_cpus": 0.5}).bind(args),
+            args,
+        )
+        serve.run_many(
+            [serve.RunTarget(unchecked, name="open")],
+            wait_for_ingress_deployment_creation=False,
+            wait_for_applications_running=False,
+        )
+        message = _wait_for_status("open", "DEPLOY_FAILED")
+        assert "Serve's HTTP host is '0.0.0.0', beyond loopback, and no API keys" in message
+    finally:
+        serve.shutdown()
