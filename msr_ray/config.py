@@ -666,6 +666,24 @@ class ServeConfig(_Strict):
     batch_wait_s: how long a batch waits for more requests.
     max_body_bytes: larger request bodies get 413 before they are decoded.
     max_json_depth: JSON nested deeper gets 400 before it is decoded.
+    api_keys_file: a file of API keys, one a line (blank lines and ``#`` lines ignored),
+        read by each ingress replica where it runs (a relative path is made absolute
+        where the app is built). Missing, unreadable or keyless: the app does not start.
+    api_keys_env: the name of an environment variable holding comma-separated API keys,
+        read in each ingress replica's process (set it where Ray starts on every node).
+        Unset or empty: the app does not start. With either source set, writes
+        (``POST /users/{id}/events``) need a key: ``Authorization: Bearer <key>`` or
+        ``X-API-Key: <key>`` (401 without one, 403 with a wrong one).
+    keys_on_reads: reads (``/recommend``, ``/users...``, ``/items...``) need a key too;
+        ``/``, ``/healthz``, ``/stats`` and ``/docs`` stay open. Needs a key source.
+    open_without_keys: "I know this service is open to anyone who reaches it". Without
+        it, an app whose Serve HTTP host is beyond loopback (not 127.x, ``::1`` or
+        ``localhost``) and that has no key source refuses to start, in one line. The host
+        is Serve's own, never a copy in these args: the running Serve controller's
+        ``http_options.host`` (set by the serve config's ``http_options`` when Serve
+        started), read by ``build_app`` (which takes Serve's default host when no Serve
+        instance is running yet, as under ``serve run <import path>``) and again by
+        every ingress replica as it starts, inside the Serve instance that runs it.
     """
 
     run_dir: str
@@ -675,3 +693,16 @@ class ServeConfig(_Strict):
     batch_wait_s: float = Field(0.01, ge=0)
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(8, gt=1)
+    api_keys_file: str | None = Field(None, min_length=1)
+    api_keys_env: str | None = Field(None, min_length=1)
+    keys_on_reads: bool = False
+    open_without_keys: bool = False
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> ServeConfig:
+        keyed = self.api_keys_file is not None or self.api_keys_env is not None
+        if self.keys_on_reads and not keyed:
+            raise ValueError("keys_on_reads needs api_keys_file or api_keys_env")
+        if self.open_without_keys and keyed:
+            raise ValueError("open_without_keys contradicts the API keys configured: drop one")
+        return self

@@ -91,6 +91,11 @@ def test_rayservice_embeds_the_cluster_serve_config():
     }
     for deployment in app.deployments:
         assert deployment.ray_actor_options.num_gpus <= max(gpu_per_pod)
+    # The app's API keys reach every pod that may run an ingress replica or its build.
+    assert ServeConfig.model_validate(app.args).api_keys_env == "MSR_RAY_API_KEYS"
+    for container in _containers(manifest):
+        secrets = [s["secretRef"]["name"] for s in container.get("envFrom", [])]
+        assert "msr-ray-api-keys" in secrets, container["name"]
 
 
 def test_serve_configs_name_the_deployments_the_app_binds():
@@ -106,6 +111,26 @@ def test_serve_configs_name_the_deployments_the_app_binds():
         assert {d.name for d in app.deployments} == names
         scorer = next(d for d in app.deployments if d.name == "Scorer")
         assert scorer.autoscaling_config  # the model's replicas scale with load
+
+
+def test_the_deployments_defaults_in_code_are_the_local_serve_configs():
+    """`serve run msr_ray.serving.app:build_app run_dir=...` deploys what the local serve
+    config deploys: ingress 0 CPUs, Scorer 1, ProfileUpdater 1 (2 CPUs in all)."""
+    from msr_ray.serving.app import build_app
+
+    ingress = build_app({"run_dir": "runs/x"})._bound_deployment
+    bound = [ingress, *(arg._bound_deployment for arg in ingress.init_args[:2])]
+    config = yaml.safe_load((ROOT / "serve_configs" / "recommender.yaml").read_text())
+    shipped = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    for deployment in bound:
+        options = shipped[deployment.name]
+        assert deployment.ray_actor_options == options["ray_actor_options"], deployment.name
+        if "num_replicas" in options:
+            assert deployment.num_replicas == options["num_replicas"], deployment.name
+        for knob in ("max_ongoing_requests", "max_queued_requests"):
+            if knob in options:
+                assert getattr(deployment, knob) == options[knob], (deployment.name, knob)
+    assert sum(d.ray_actor_options["num_cpus"] for d in bound) == 2
 
 
 def test_cluster_yaml_is_an_example_that_names_existing_files():

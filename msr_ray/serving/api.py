@@ -80,8 +80,14 @@ class ErrorAnswer(BaseModel):
     reason: str
 
 
+# Where API keys are configured: writes, and reads with keys_on_reads.
+KEY_ERRORS = {
+    401: {"model": ErrorAnswer, "description": "no API key (`Authorization: Bearer <key>`)"},
+    403: {"model": ErrorAnswer, "description": "an API key this service does not accept"},
+}
 ERRORS = {
     400: {"model": ErrorAnswer, "description": "malformed or too deeply nested request"},
+    **KEY_ERRORS,
     404: {"model": ErrorAnswer, "description": "unknown user or item, or an item with no image"},
     413: {"model": ErrorAnswer, "description": "body over max_body_bytes"},
 }

@@ -13,8 +13,19 @@ replica: Serve's router drops a dead one), so a lost replica fails no request. B
 autoscale on ongoing requests (see the serve config). Events go to the single
 ``ProfileUpdater`` (``serving/updater.py``). Bad requests get a JSON error with status 400
 (malformed), 404 (unknown user or item) or 413 (too large), and are counted by reason in
-``stats()``. ``user_config`` (run_dir, overrides, batching knobs) is applied by
-``reconfigure`` without a redeploy.
+``stats()``. ``user_config`` (run_dir, overrides, batching knobs, key settings) is
+applied by ``reconfigure`` without a redeploy.
+
+With API keys configured (``serving/keys.py``), writes need one, and reads too with
+``keys_on_reads``: 401 without a key, 403 with a wrong one, counted like other refusals.
+An app that Serve's HTTP host exposes beyond loopback without keys refuses to start
+unless its args say ``open_without_keys`` (checked in ``build_app`` and again by each
+ingress replica as it starts: ``serving/instance.py`` reads the host from Serve).
+
+The deployments' defaults in code are those of ``serve_configs/recommender.yaml``
+(ingress 0 CPUs, Scorer 1, ProfileUpdater 1), so ``serve run
+msr_ray.serving.app:build_app run_dir=...`` starts on a 2-CPU Ray instance; an ingress
+whose app asks for more than the cluster has says so in one warning line.
 """
 
 import asyncio
@@ -35,6 +46,8 @@ from msr_ray.data.ids import normalize_id
 from msr_ray.run.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import ServingCatalog
+from msr_ray.serving.instance import http_host, replica_view
+from msr_ray.serving.keys import ApiKeys, check_exposure
 from msr_ray.serving.requests import (
     RequestError,
     decode_body,
@@ -70,16 +83,26 @@ class Served:
 
     settings: ServeConfig
     catalog: ServingCatalog
+    keys: ApiKeys
 
 
-def _load(settings: ServeConfig) -> Served:
-    """The run's items and summaries (the run must hold a trained adapter: the Scorer
-    deployment loads it)."""
+def _keys(settings: ServeConfig, host: str | None) -> ApiKeys:
+    """The API keys ``settings`` name; refuses a key source without keys, and serving
+    beyond loopback without keys (unless ``open_without_keys``)."""
+    keys = ApiKeys.from_settings(settings)
+    check_exposure(host, settings)
+    return keys
+
+
+def _load(settings: ServeConfig, host: str | None) -> Served:
+    """The keys, then the run's items and summaries (the run must hold a trained adapter:
+    the Scorer deployment loads it)."""
     from msr_ray.method.recommender import trained_config
 
+    keys = _keys(settings, host)
     run = RunDir(settings.run_dir)
     config = trained_config(run, settings.overrides)  # refuses a run without `train`
-    return Served(settings, ServingCatalog.from_run(run, config.recommender))
+    return Served(settings, ServingCatalog.from_run(run, config.recommender), keys)
 
 
 def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
@@ -89,31 +112,43 @@ def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
     return {"total": len(ids), "ids": ids[offset : offset + limit]}
 
 
-@serve.deployment(name="Recommender", max_ongoing_requests=8)
+@serve.deployment(
+    name="Recommender",
+    num_replicas=1,
+    max_ongoing_requests=8,
+    max_queued_requests=32,
+    ray_actor_options={"num_cpus": 0, "num_gpus": 0},
+)
 @serve.ingress(http_api)
 class RecommenderIngress:
-    """One ingress replica: checks requests, builds candidate rows from the catalog and
-    has the Scorer rank them; events go to the updater."""
+    """One ingress replica: checks requests (and their API keys), builds candidate rows
+    from the catalog and has the Scorer rank them; events go to the updater."""
 
-    def __init__(self, profiles: DeploymentHandle, scorer: DeploymentHandle, args: dict[str, Any]):
+    async def __init__(
+        self, profiles: DeploymentHandle, scorer: DeploymentHandle, args: dict[str, Any]
+    ):
         self.profiles = profiles
         self.scorer = scorer
         self.args = args
-        self.served = _load(ServeConfig.model_validate(args))
+        self.host, shortfall = await replica_view()  # Serve's HTTP host: fixed while it runs
+        if shortfall:
+            log.warning("%s", shortfall)
+        self.served = await asyncio.to_thread(_load, ServeConfig.model_validate(args), self.host)
         self.counts: Counter[str] = Counter()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` over the app's args: a new run directory or overrides load
         the new run's catalog beside the old one, then switch (the Scorer loads its model
-        on the first request for it); batching knobs go with every scoring call."""
+        on the first request for it); batching knobs go with every scoring call; the API
+        keys are read again."""
         settings = ServeConfig.model_validate({**self.args, **user_config})
         settings.run_dir = absolute_location(settings.run_dir)
         now = self.served.settings
         if (settings.run_dir, settings.overrides) != (now.run_dir, now.overrides):
-            self.served = await asyncio.to_thread(_load, settings)
+            self.served = await asyncio.to_thread(_load, settings, self.host)
             log.info("now serving %s", settings.run_dir)
         else:
-            self.served = Served(settings, self.served.catalog)
+            self.served = Served(settings, self.served.catalog, _keys(settings, self.host))
 
     # -- routes ------------------------------------------------------------------------
 
@@ -131,9 +166,10 @@ class RecommenderIngress:
     async def post_recommend(self, http: Request) -> Any:
         """Rank the candidates by P(yes); the user's newest preference summary explains it.
 
-        The body is read and checked here (size, depth, then fields) before any work.
+        The body is read and checked here (key, size, depth, then fields) before any work.
         """
         try:
+            self._authorize(http)
             return await self.recommend(await self._payload(http))
         except RequestError as exc:
             return error_response(exc)
@@ -149,6 +185,7 @@ class RecommenderIngress:
         summary are durable. Events are applied in arrival order, exactly once per event_id."""
         user_id = normalize_id(user_id)
         try:
+            self._authorize(http, write=True)
             payload = await self._payload(http)
             try:
                 events = parse_events(payload, self.served.settings.max_candidates)
@@ -162,16 +199,21 @@ class RecommenderIngress:
         except RequestError as exc:
             return error_response(exc)
 
-    @http_api.get("/users", response_model=schemas.Page)
-    def list_users(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    @http_api.get("/users", response_model=schemas.Page, responses=schemas.KEY_ERRORS)
+    def list_users(self, http: Request, offset: int = 0, limit: int = 100) -> Any:
         """User ids with a preference summary, sorted; ``limit`` at most 1000."""
+        try:
+            self._authorize(http)
+        except RequestError as exc:
+            return error_response(exc)
         return _page(sorted(self.served.catalog.users), offset, limit)
 
     @http_api.get("/users/{user_id}", response_model=schemas.UserProfile, responses=schemas.ERRORS)
-    async def get_user(self, user_id: str) -> Any:
+    async def get_user(self, user_id: str, http: Request) -> Any:
         """The user's newest preference summary, the step it covers and their history."""
         user_id = normalize_id(user_id)
         try:
+            self._authorize(http)
             online = await self._profile_call("latest", user_id)
             return {
                 "user_id": user_id,
@@ -183,12 +225,15 @@ class RecommenderIngress:
         except RequestError as exc:
             return error_response(exc)
 
-    @http_api.get("/users/{user_id}/candidates", response_model=schemas.Page)
-    async def user_candidates(self, user_id: str, n: int = 20) -> Any:
+    @http_api.get(
+        "/users/{user_id}/candidates", response_model=schemas.Page, responses=schemas.ERRORS
+    )
+    async def user_candidates(self, user_id: str, http: Request, n: int = 20) -> Any:
         """``n`` (at most max_candidates) items the user has not interacted with, a fixed
         sample per user: what the browse page ranks."""
         user_id = normalize_id(user_id)
         try:
+            self._authorize(http)
             online = await self._profile_call("latest", user_id)
             seen = set(self.served.catalog.histories.get(user_id, [])) | set(online["online_items"])
             n = max(1, min(n, self.served.settings.max_candidates))
@@ -197,16 +242,21 @@ class RecommenderIngress:
         except RequestError as exc:
             return error_response(exc)
 
-    @http_api.get("/items", response_model=schemas.Page)
-    def list_items(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    @http_api.get("/items", response_model=schemas.Page, responses=schemas.KEY_ERRORS)
+    def list_items(self, http: Request, offset: int = 0, limit: int = 100) -> Any:
         """Item ids, sorted; ``limit`` at most 1000."""
+        try:
+            self._authorize(http)
+        except RequestError as exc:
+            return error_response(exc)
         return _page(sorted(self.served.catalog.items), offset, limit)
 
     @http_api.get("/items/{item_id}/image", responses=schemas.ERRORS)
-    async def item_image(self, item_id: str) -> Any:
+    async def item_image(self, item_id: str, http: Request) -> Any:
         """The item's image as a PNG thumbnail (a grid when it has several)."""
         item_id = normalize_id(item_id)
         try:
+            self._authorize(http)
             png = await asyncio.to_thread(self.served.catalog.thumbnail, item_id)
         except RequestError as exc:
             return error_response(exc)
@@ -230,6 +280,14 @@ class RecommenderIngress:
         return self.stats()
 
     # -- work --------------------------------------------------------------------------
+
+    def _authorize(self, http: Request, write: bool = False) -> None:
+        """Refuse (401/403, counted) a request to a write route, or to a read route with
+        ``keys_on_reads``, that carries no accepted API key; the key is never logged."""
+        try:
+            self.served.keys.check(http.headers, write)
+        except RequestError as exc:
+            raise self._refused(exc) from None
 
     async def _payload(self, http: Request) -> Any:
         """The decoded body, after the size cap (413) and the depth bound (400)."""
@@ -314,8 +372,16 @@ class RecommenderIngress:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """The application for ``serve run`` / ``serve deploy``: args are a ServeConfig."""
+    """The application for ``serve run`` / ``serve deploy``: args are a ServeConfig.
+
+    Refuses, before anything starts, a key source without keys and an app that Serve's
+    HTTP host (``instance.http_host``) exposes beyond loopback without keys; every
+    ingress replica checks again as it starts, inside the Serve instance that runs it.
+    """
     settings = ServeConfig.model_validate(args)
     settings.run_dir = absolute_location(settings.run_dir)
+    if settings.api_keys_file is not None:
+        settings.api_keys_file = absolute_location(settings.api_keys_file)
+    _keys(settings, http_host())
     args = settings.model_dump()
     return RecommenderIngress.bind(ProfileUpdater.bind(), Scorer.bind(args), args)

@@ -10,11 +10,18 @@ from msr_ray.data.ids import normalize_id
 
 
 class RequestError(ValueError):
-    """A request that cannot be answered: HTTP ``status`` and a ``reason`` to count it by."""
+    """A request that cannot be answered: HTTP ``status``, a ``reason`` to count it by and
+    the response's extra ``headers``."""
 
-    def __init__(self, message: str, status: int = 400, reason: str = "malformed"):
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        reason: str = "malformed",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, headers or {}
 
 
 def unknown_user(user_id: str) -> RequestError:
@@ -39,10 +46,12 @@ class RecommendRequest:
 
 
 def error_response(exc: RequestError) -> Any:
-    """The JSON response of a refused request: ``{"error", "reason"}`` with its status."""
+    """The JSON response of a refused request: ``{"error", "reason"}`` with its status
+    and headers."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
+    body = {"error": str(exc), "reason": exc.reason}
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 # Bodies larger than this are refused (413) before they are decoded.

@@ -41,7 +41,9 @@ def load_scorer(run_dir: str, overrides: list[str]) -> Any:
     return Recommender.load(trained_config(run, overrides), adapter)
 
 
-@serve.deployment(name="Scorer", max_ongoing_requests=8)
+@serve.deployment(
+    name="Scorer", max_ongoing_requests=8, ray_actor_options={"num_cpus": 1, "num_gpus": 0}
+)
 class Scorer:
     """One replica: P(yes) of every candidate row it is sent, requests batched together."""
 

@@ -32,7 +32,12 @@ def _open_store(run_dir: str, overrides: tuple[str, ...]):
     return ProfileStore(run, trained_config(run, overrides))
 
 
-@serve.deployment(name="ProfileUpdater", num_replicas=1, max_ongoing_requests=256)
+@serve.deployment(
+    name="ProfileUpdater",
+    num_replicas=1,
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+)
 class ProfileUpdater:
     """Serializes profile writes for every recommender replica (see the module doc)."""
 

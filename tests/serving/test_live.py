@@ -1,7 +1,9 @@
 """The served recommender live: online events (durable, ordered, exactly once, equal to
-`summarize-users` offline), a hot reload, and the browse page in a real headless browser."""
+`summarize-users` offline), a hot reload, API keys on the app as `serve run` builds it (code
+defaults, on the session's 2 CPUs), and the browse page in a real headless browser."""
 
 import json
+import pathlib
 import shutil
 import time
 import urllib.error
@@ -16,8 +18,10 @@ from ray import serve
 from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.method.recommender import trained_config
+from msr_ray.run import cluster
 from msr_ray.run.rundir import RunDir
-from msr_ray.serving.app import RecommenderIngress
+from msr_ray.serving.app import RecommenderIngress, build_app
+from msr_ray.serving.instance import shortfall
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
 from msr_ray.stages.users import STAGE, UserShard, persisted
@@ -26,10 +30,10 @@ from tests.browser import Browser, chromium_or_skip
 BASE = "http://127.0.0.1:8000"
 
 
-def _call(path: str, body: dict | None = None) -> tuple[int, dict]:
+def _call(path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        BASE + path, data=data, headers={"Content-Type": "application/json"}
+        BASE + path, data=data, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -87,8 +91,8 @@ def _copy(run: RunDir, target) -> RunDir:
     return RunDir(str(target))
 
 
-def _serve(run_dir: str) -> None:
-    settings = ServeConfig(run_dir=run_dir, max_candidates=12)
+def _serve(run_dir: str, **keys) -> None:
+    settings = ServeConfig(run_dir=run_dir, max_candidates=12, **keys)
     args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(ray_actor_options={"num_cpus": 0.5}).bind(args)
@@ -204,6 +208,151 @@ def test_reconfigure_switches_runs_without_a_new_replica(live_run, tmp_path):
         serve.shutdown()
 
 
+GOOD, OTHER, WRONG = "k-alpha-0123456789", "k-beta-9876543210", "k-wrong-5555555555"
+
+
+def _run_built(args: dict, ready: str = "/healthz", timeout_s: float = 300) -> None:
+    """Deploy ``build_app(args)`` with the deployments' defaults in code, as
+    `serve run msr_ray.serving.app:build_app` does; wait until ``ready`` answers 200."""
+    serve.run_many(
+        [serve.RunTarget(build_app(args), name="recommender", route_prefix="/")],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get("recommender")
+        if app is not None and app.status == "RUNNING":
+            try:
+                if _call(ready)[0] == 200:
+                    return
+            except OSError:
+                pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the app did not answer {ready}: {serve.status().applications}")
+
+
+def _session_logs() -> list[pathlib.Path]:
+    return [p for p in pathlib.Path(cluster.local_session, "logs").rglob("*") if p.is_file()]
+
+
+def _challenge(path: str, body: dict) -> tuple[int, str | None, dict]:
+    """A keyless post's status, WWW-Authenticate header and body."""
+    request = urllib.request.Request(BASE + path, json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, None, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("WWW-Authenticate"), json.loads(exc.read())
+
+
+def test_the_app_as_serve_run_builds_it_starts_on_2_cpus_and_keys_its_writes(live_run, tmp_path):
+    """``build_app`` with no deployment options (the `serve run <import path>` form) on the
+    session's 2-CPU Ray; writes need one of the file's two keys, reads are open, then
+    keyed with keys_on_reads. No key reaches a log or the stats."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    run = _copy(live_run, tmp_path / "keyed")
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# two keys, one a line\n{GOOD}\n\n{OTHER}\n")
+    args = {"run_dir": run.root, "max_candidates": 12, "api_keys_file": str(keys)}
+    assert ray.cluster_resources()["CPU"] == 2
+    _run_built(args)
+    try:
+        details = _get_global_client().get_serve_details()["applications"]["recommender"]
+        deployments = details["deployments"]
+        cpus = {name: d["required_resources"]["CPU"] for name, d in deployments.items()}
+        assert cpus == {"Recommender": 0, "Scorer": 1, "ProfileUpdater": 1}
+        assert shortfall(deployments, ray.cluster_resources()) == ""
+        line = shortfall(deployments, {"CPU": 1})
+        assert line.startswith("this app's replicas ask for CPU 2 (the cluster has 1): ")
+        for each in ("Recommender 1 x nothing", "Scorer 1 x CPU 1", "ProfileUpdater 1 x CPU 1"):
+            assert each in line
+
+        event = {"items": ["b0"], "event_id": "k1"}
+        assert _challenge("/users/u0/events", event) == (
+            401,
+            "Bearer",
+            {
+                "error": "this route needs an API key: send `Authorization: Bearer <key>` or "
+                "`X-API-Key: <key>`",
+                "reason": "no_key",
+            },
+        )
+        wrong = {"error": "this API key is not accepted here", "reason": "wrong_key"}
+        assert _call("/users/u0/events", event, {"Authorization": f"Bearer {WRONG}"}) == (
+            403,
+            wrong,
+        )
+        assert _call("/users/u0/events", event, {"X-API-Key": WRONG}) == (403, wrong)
+        status, first = _call("/users/u0/events", event, {"Authorization": f"Bearer {GOOD}"})
+        assert status == 200 and first["online_items"] == ["b0"] and first["events"] == 1
+        status, second = _call("/users/u0/events", {"items": ["b1"]}, {"X-API-Key": OTHER})
+        assert status == 200 and second["online_items"] == ["b0", "b1"]
+
+        status, profile = _call("/users/u0")  # reads are open by default
+        assert status == 200 and profile["online_items"] == 2
+        status, ranked = _call("/recommend", {"user_id": "u0", "candidates": ["r0", "b3"]})
+        assert status == 200 and ranked["explanation"] == second["summary"]
+        assert _call("/items")[1]["total"] == 12 and _call("/users")[1]["total"] == 8
+        with urllib.request.urlopen(BASE + "/items/r0/image", timeout=60) as response:
+            assert response.status == 200 and response.read()[:4] == b"\x89PNG"
+        stats = _call("/stats")[1]
+        assert {k: stats.get(k) for k in ("no_key", "wrong_key", "events", "answered")} == {
+            "no_key": 1,
+            "wrong_key": 2,
+            "events": 2,
+            "answered": 1,
+        }
+
+        _run_built({**args, "keys_on_reads": True})
+        deadline = time.monotonic() + 120
+        while _call_status("/users/u0") == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the old ingress replica answers until the new one is up
+        before = _call("/stats")[1]
+        assert _call("/users/u0") == (
+            401,
+            {
+                "error": "this route needs an API key: send `Authorization: Bearer <key>` or "
+                "`X-API-Key: <key>`",
+                "reason": "no_key",
+            },
+        )
+        for path in ("/users", "/items", "/users/u0/candidates", "/items/r0/image"):
+            assert _call_status(path) == 401, path
+            assert _call_status(path, {"X-API-Key": WRONG}) == 403, path
+            assert _call_status(path, {"Authorization": f"Bearer {OTHER}"}) == 200, path
+        recommend = {"user_id": "u0", "candidates": ["r0"]}
+        assert _call("/recommend", recommend)[1]["reason"] == "no_key"
+        assert _call("/recommend", recommend, {"X-API-Key": GOOD})[0] == 200
+        for path in ("/", "/healthz", "/stats", "/docs", "/openapi.json"):
+            assert _call_status(path) == 200, path  # always open
+        after = _call("/stats")[1]
+        added = {k: after.get(k, 0) - before.get(k, 0) for k in ("no_key", "wrong_key", "answered")}
+        assert added == {"no_key": 6, "wrong_key": 4, "answered": 1}
+        stats |= after
+    finally:
+        serve.shutdown()
+
+    text = json.dumps(stats)
+    logs = _session_logs()
+    access = b"".join(p.read_bytes() for p in logs if "Recommender" in p.name)
+    assert b" 403 " in access and b" 401 " in access  # refused requests were logged
+    for key in (GOOD, OTHER, WRONG):
+        assert key not in text
+        assert [p for p in logs if key.encode() in p.read_bytes()] == []
+
+
+def _call_status(path: str, headers: dict | None = None) -> int:
+    request = urllib.request.Request(BASE + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 # The ugliest id a dataset keeps (msr_ray.data.ids): spaces, URL and HTML metacharacters,
 # an encoded slash, quotes, accents, a symbol and an emoji.
 UGLY_USER = "a b?c#%2F&+'\"<x> ünï ☃ 🎬"
@@ -305,6 +454,46 @@ def test_browse_page_in_headless_chromium(live_run, tmp_path):
         )
         shot = browser.screenshot(tmp_path / "browse.png")
         assert shot.stat().st_size > 10_000
+    finally:
+        browser.close()
+        serve.shutdown()
+
+
+def test_browse_page_asks_for_a_key_keeps_it_for_the_tab_and_sends_it(live_run, tmp_path):
+    """keys_on_reads: the page asks for a key at its first call, asks again when the key
+    is refused, then shows, ranks (images included) and posts events with the key."""
+    executable = chromium_or_skip()
+    fresh = _copy(live_run, tmp_path / "keyed")
+    keys = tmp_path / "keys.txt"
+    keys.write_text(GOOD + "\n")
+    _serve(fresh.root, api_keys_file=str(keys), keys_on_reads=True)
+    browser = Browser(executable, tmp_path / "profile")
+    enter = (
+        "(() => {{ document.getElementById('key-input').value = {key};"
+        " document.getElementById('key-form').requestSubmit(); }})()"
+    )
+    try:
+        browser.open(BASE + "/")
+        browser.wait_for("!document.getElementById('key-form').hidden")
+        message = "document.getElementById('key-message').textContent"
+        assert browser.evaluate(message) == "This service needs an API key."
+        assert browser.evaluate("document.querySelectorAll('#ranking li').length") == 0
+        browser.evaluate(enter.format(key=json.dumps(WRONG)))
+        browser.wait_for(f"{message} === 'That API key was refused: enter another.'")
+        assert browser.evaluate("sessionStorage.getItem('msr-ray-api-key')") is None
+        browser.evaluate(enter.format(key=json.dumps(GOOD)))
+        browser.wait_for("document.querySelectorAll('#ranking li').length === 10")
+        assert browser.evaluate("document.getElementById('key-form').hidden") is True
+        assert browser.evaluate("sessionStorage.getItem('msr-ray-api-key')") == GOOD
+        assert browser.wait_for(
+            "[...document.querySelectorAll('img')].length === 12"
+            " && [...document.querySelectorAll('img')].every(i => i.naturalWidth > 0)"
+        )
+        browser.evaluate("document.querySelector('#ranking li button.add-event').click()")
+        browser.wait_for("document.querySelectorAll('#history li').length === 3")
+        status, profile = _call("/users/u0", headers={"X-API-Key": GOOD})
+        assert status == 200 and profile["online_items"] == 1
+        assert _call("/users/u0")[0] == 401
     finally:
         browser.close()
         serve.shutdown()

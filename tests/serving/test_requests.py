@@ -6,8 +6,9 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from msr_ray.config import RecommenderConfig, ServeConfig
+from msr_ray.config import ConfigError, RecommenderConfig, ServeConfig
 from msr_ray.serving.catalog import ServingCatalog
+from msr_ray.serving.keys import check_exposure
 from msr_ray.serving.requests import (
     RecommendRequest,
     RequestError,
@@ -128,6 +129,9 @@ def test_shipped_serve_configs_are_valid_for_ray_and_for_the_app(name, host, gpu
     assert ingress.ray_actor_options.num_gpus == 0  # the ingress holds no model
     ServeConfig.model_validate({**app.args, **ingress.user_config})  # hot-reload keys
     assert updater.num_replicas == 1  # the single writer of profile updates
+    check_exposure(schema.http_options.host, args)  # keyed where it binds beyond loopback
+    with pytest.raises(ConfigError, match="no API keys are configured"):
+        check_exposure("0.0.0.0", ServeConfig.model_validate({"run_dir": args.run_dir}))
 
 
 def test_limits_come_before_per_item_work():
