@@ -316,8 +316,8 @@ def baseline(config_path, overrides, run_dir, models):
     """Train a sequential baseline and score the samples' valid/test candidates.
 
     Popularity, SASRec or GRU4Rec, trained on the train split, scored on exactly the
-    candidate lists the MLLM is scored on. Writes scores/<model>/ and
-    baselines/<model>/metrics.json.
+    candidate lists the MLLM is scored on. Writes scores/<model>/ and baselines/<model>/
+    (metrics.json, and the trained model: model.json, model.pt).
     """
     from msr_ray.evaluation.baselines.runner import run_baseline
 

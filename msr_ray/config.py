@@ -510,6 +510,11 @@ class BaselineConfig(_Strict):
     seed: int = 0
     train_users: Literal["all", "sampled"] = "all"
 
+    def output_name(self, kind: str) -> str:
+        """The name baseline ``kind`` (``popularity``, ``sasrec``, ``gru4rec``) is kept and
+        scored under: ``<kind>-sampled`` when it learns from the sampled users only."""
+        return kind + ("-sampled" if self.train_users == "sampled" else "")
+
 
 class PipelineConfig(_Strict):
     """The whole pipeline: where it writes, what it reads, which models, each stage.
