@@ -1,10 +1,11 @@
-"""Kept baselines: what `msr-ray baseline` learned, loaded back."""
+"""Kept baselines and the retriever over the whole catalogue."""
 
 import pytest
 
 from msr_ray.config import load_config
 from msr_ray.evaluation.baselines.data import sequence_data
 from msr_ray.evaluation.baselines.kept import KeptBaseline
+from msr_ray.evaluation.baselines.retrieval import Retriever
 from msr_ray.evaluation.baselines.runner import run_baseline
 from msr_ray.run.rundir import MissingStageOutput, RunDir
 from msr_ray.run.tables import read_dataset
@@ -59,3 +60,25 @@ def test_a_baseline_kept_before_models_were_kept_says_how_to_train_it(tmp_path):
         KeptBaseline.read(run, "gru4rec")
     with pytest.raises(MissingStageOutput, match="msr-ray baseline --model pop`"):
         KeptBaseline.read(run, "popularity-sampled")
+
+
+def _hand_set(counts: dict[str, int]) -> Retriever:
+    """A retriever scoring item i with counts[i] whatever the history."""
+    kept = KeptBaseline("popularity", list(counts), {}, counts=list(counts.values()))
+    return Retriever(kept, "hand")
+
+
+def test_top_n_is_the_best_scored_items_without_the_history():
+    retriever = _hand_set({"a": 5, "b": 9, "c": 1, "d": 9, "e": 3, "f": 0})
+    assert retriever.top_n([], 3) == [("b", 9.0), ("d", 9.0), ("a", 5.0)]  # ties: catalogue order
+    assert retriever.top_n(["b", "new"], 3) == [("d", 9.0), ("a", 5.0), ("e", 3.0)]
+    assert retriever.unknown_items == 1  # "new" was skipped and counted
+    assert retriever.top_n(["b"], 3, exclude={"a", "gone"}) == [
+        ("d", 9.0),
+        ("e", 3.0),
+        ("c", 1.0),
+    ]
+    assert retriever.top_n(["a", "b", "c", "d"], 5) == [("e", 3.0), ("f", 0.0)]
+    histories = [["b", "new"], [], ["a", "b", "c", "d"]]
+    assert retriever.top_n_batch(histories, 2) == [retriever.top_n(h, 2) for h in histories]
+    assert retriever.unknown_items == 3
