@@ -135,10 +135,12 @@ def evaluate_scores(
     return result
 
 
+# The columns of a printed metrics table.
+TABLE_METRICS = ("auc", "hr@5", "ndcg@5", "mrr@5")
+
+
 def format_table(
-    results: dict[str, dict],
-    split: str = "test",
-    names: Sequence[str] = ("auc", "hr@5", "ndcg@5", "mrr@5"),
+    results: dict[str, dict], split: str = "test", names: Sequence[str] = TABLE_METRICS
 ) -> str:
     """A plain-text table of one split: a row per model, mean [95% CI] per metric."""
     width = max(14, *(len(model) + 2 for model in results))

@@ -18,7 +18,7 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data.sampling import run_sample
 from msr_ray.evaluation.baselines import BASELINES
 from msr_ray.evaluation.baselines.data import eval_groups, sequence_data, train_counts
-from msr_ray.evaluation.baselines.kept import ARCHITECTURE, KeptBaseline
+from msr_ray.evaluation.baselines.kept import ARCHITECTURE, MODEL_FILE, KeptBaseline
 from msr_ray.evaluation.baselines.models import sequence_model
 from msr_ray.evaluation.baselines.training import fit, score
 from msr_ray.evaluation.metrics import evaluate_scores
@@ -31,6 +31,18 @@ def baseline_name(model: str, config: PipelineConfig) -> str:
     """The output name of baseline ``model`` under this config (``-sampled`` when it
     learns from the sampled training users only)."""
     return config.baselines.output_name(BASELINES[model])
+
+
+def refresh_baseline(
+    config: PipelineConfig, run: RunDir, model: str, force: bool = False
+) -> dict[str, Any] | None:
+    """``run_baseline`` unless the baseline's kept output is current (``force``: always);
+    its summary, or None when it was current."""
+    folder = f"baselines/{baseline_name(model, config)}"
+    kept = provenance.state("baselines", config, run, folder) == "current"
+    if kept and not force and MODEL_FILE in run.completion(folder)["files"]:
+        return None
+    return run_baseline(config, run, model)
 
 
 def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, Any]:
