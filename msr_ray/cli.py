@@ -21,7 +21,7 @@ import click
 from msr_ray.config import ConfigError, DeprecatedKey, PipelineConfig, load_config
 from msr_ray.data.schemas import DataError
 from msr_ray.evaluation.baselines import BASELINES
-from msr_ray.evaluation.metrics import format_table
+from msr_ray.evaluation.metrics import TABLE_METRICS, format_table
 from msr_ray.models.families import UnsupportedModel
 from msr_ray.run.cluster import VERBOSE_ENV
 from msr_ray.run.pipeline import (
@@ -154,14 +154,34 @@ def _result_line(summary: dict) -> str:
 def _run_one(command: str, config: PipelineConfig, force: bool, address: str | None) -> None:
     skipped = None if force else current_without_writing(command, config)
     if skipped:  # nothing is written, not even a log: a read-only run can be "rerun"
-        click.echo(_result_line(skipped))
-        return
-    try:
-        with captured(RunDir(config.run_dir), command):
-            summary = run_stage(command, config, force=force, address=address)
-    except USER_ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
+        summary = skipped
+    else:
+        try:
+            with captured(RunDir(config.run_dir), command):
+                summary = run_stage(command, config, force=force, address=address)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(_result_line(summary))
+    if command == "evaluate" and summary.get("output"):
+        click.echo(_metrics_table(RunDir(config.run_dir, create=False), config))
+
+
+def _metrics_table(run: RunDir, config: PipelineConfig) -> str:
+    """The metrics of the run's last evaluated split, every model a row; with
+    ``evaluate.full_catalogue``, its two rows, HR and NDCG at its largest K, and the
+    paired difference."""
+    from msr_ray.evaluation.full_catalogue import describe_difference, headline_metrics
+    from msr_ray.evaluation.report import collect_full_catalogue, collect_metrics
+
+    split = config.evaluate.splits[-1]
+    results = collect_metrics(run)
+    full = collect_full_catalogue(run) if split == "test" else None
+    if full is None:
+        return format_table(results, split=split)
+    table = format_table(
+        {**results, **full["metrics"]}, split, (*TABLE_METRICS, *headline_metrics(full))
+    )
+    return f"{table}\n{describe_difference(full)}"
 
 
 # Filesystem errors a user fixes: errno -> what to do.
@@ -274,31 +294,35 @@ def _run_all(
     config: PipelineConfig, force: bool, address: str | None, compare: bool = False
 ) -> None:
     """Run the pipeline; with ``compare``, also score the baselines and write the report."""
-    from msr_ray.evaluation.baselines.runner import baseline_name, run_baseline
-    from msr_ray.evaluation.report import build_report, collect_metrics
-    from msr_ray.run import provenance
+    from msr_ray.evaluation.baselines.kept import cli_name
+    from msr_ray.evaluation.baselines.runner import refresh_baseline
+    from msr_ray.evaluation.report import build_report
+
+    full_catalogue = config.evaluate.full_catalogue
+    retriever = cli_name(full_catalogue.retriever) if full_catalogue else None
+
+    def on_stage(summary: dict) -> None:
+        click.echo(_result_line(summary))
+        if retriever and summary["stage"] == "build-samples":
+            # evaluate reads the retriever: train it as soon as its inputs exist.
+            trained = refresh_baseline(config, run, retriever, force)
+            state = f"done in {trained['train_seconds']:.0f} s" if trained else "current"
+            click.echo(f"baseline {retriever} (evaluate's retriever): {state}")
 
     try:
         run = RunDir(config.run_dir)
         with captured(run, "demo" if compare else "pipeline"):
-            run_pipeline(
-                config,
-                force=force,
-                address=address,
-                on_stage=lambda summary: click.echo(_result_line(summary)),
-            )
+            run_pipeline(config, force=force, address=address, on_stage=on_stage)
             if compare and run.is_complete("eval"):
                 with run.lock():
                     for model in BASELINES:
-                        name = baseline_name(model, config)
-                        current = provenance.state("baselines", config, run, f"baselines/{name}")
-                        if force or current != "current":
-                            run_baseline(config, run, model)
+                        if model != retriever:  # trained above, read by eval since
+                            refresh_baseline(config, run, model, force)
                     click.echo(f"Report: {build_report(run)['path']}")
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     if run.is_complete("eval"):
-        click.echo(format_table(collect_metrics(run), split=config.evaluate.splits[-1]))
+        click.echo(_metrics_table(run, config))
     click.echo(f"Run directory: {run.root} (logs in {run.path('logs')})")
 
 
@@ -316,8 +340,8 @@ def baseline(config_path, overrides, run_dir, models):
     """Train a sequential baseline and score the samples' valid/test candidates.
 
     Popularity, SASRec or GRU4Rec, trained on the train split, scored on exactly the
-    candidate lists the MLLM is scored on. Writes scores/<model>/ and
-    baselines/<model>/metrics.json.
+    candidate lists the MLLM is scored on. Writes scores/<model>/ and baselines/<model>/
+    (metrics.json, and the trained model: model.json, model.pt).
     """
     from msr_ray.evaluation.baselines.runner import run_baseline
 

@@ -457,6 +457,26 @@ class TrainConfig(_Strict):
         return self
 
 
+class FullCatalogueConfig(_Strict):
+    """`evaluate.full_catalogue`: a two-stage evaluation on the samples' test users.
+
+    Each user's held-out test item is ranked against every item the user has not
+    interacted with: (a) by the retriever alone, (b) by the recommender reranking the
+    retriever's top ``n`` (the held-out item is a hit at K only when the retriever puts
+    it in the top ``n`` and the recommender in the top K). Written to
+    ``eval/full_catalogue.json`` beside ``metrics.json``.
+
+    retriever: the kept baseline that proposes the candidates (``baselines/<name>/``, named
+        as ``baselines.train_users`` names it). `msr-ray baseline` trains it; `pipeline`
+        and `demo` train it before evaluate when it is not current.
+    n: items the retriever proposes per user, each scored by the recommender (n per user
+        on top of the sampled lists).
+    """
+
+    retriever: Literal["popularity", "sasrec", "gru4rec"]
+    n: int = Field(20, gt=0)
+
+
 class EvaluateConfig(_ActorPool):
     """Stage `evaluate`: score every valid/test candidate and compute metrics.
 
@@ -467,6 +487,9 @@ class EvaluateConfig(_ActorPool):
     ks: cut-offs for HR@K, NDCG@K, MRR@K.
     bootstrap_samples: resamples for the 95% confidence intervals.
     splits: which candidate lists to score (valid and/or test).
+    full_catalogue: also rank the test users' held-out items against the whole catalogue
+        with a retriever and the recommender reranking its top N (None = off; see
+        ``FullCatalogueConfig``).
     """
 
     groups_per_batch: int = Field(4, gt=0)
@@ -474,6 +497,7 @@ class EvaluateConfig(_ActorPool):
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
     bootstrap_samples: int = Field(1000, ge=0)
     splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"])
+    full_catalogue: FullCatalogueConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -509,6 +533,11 @@ class BaselineConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     seed: int = 0
     train_users: Literal["all", "sampled"] = "all"
+
+    def output_name(self, kind: str) -> str:
+        """The name baseline ``kind`` (``popularity``, ``sasrec``, ``gru4rec``) is kept and
+        scored under: ``<kind>-sampled`` when it learns from the sampled users only."""
+        return kind + ("-sampled" if self.train_users == "sampled" else "")
 
 
 class PipelineConfig(_Strict):

@@ -9,6 +9,9 @@ Each group is one user's candidate list with exactly one positive. Per group:
 - HR@K = [rank <= K]; NDCG@K = 1 / log2(rank + 1) if rank <= K; MRR@K = 1 / rank if
   rank <= K. A K larger than the list counts every positive as within K.
 
+A positive that was never ranked (a retriever left it out of the list it proposes) has
+rank infinity: a miss at every K.
+
 Means are over groups; the 95% interval is a percentile bootstrap over groups (seeded).
 Two models scored on the same groups are compared by a paired bootstrap: the same
 resampled groups for both, so the interval of the difference excludes what the users
@@ -21,6 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
+
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """HR@K, NDCG@K and MRR@K of each positive's rank (1 = first; infinity = not ranked)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"hr@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
+        out[f"mrr@{k}"] = np.where(hit, 1.0 / ranks, 0.0)
+    return out
 
 
 def group_metrics(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
@@ -37,11 +52,7 @@ def group_metrics(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> 
     out = {
         "auc": (len(negatives) - higher - 0.5 * equal) / len(negatives) if len(negatives) else 1.0
     }
-    for k in ks:
-        hit = rank <= k
-        out[f"hr@{k}"] = float(hit)
-        out[f"ndcg@{k}"] = 1.0 / np.log2(rank + 1) if hit else 0.0
-        out[f"mrr@{k}"] = 1.0 / rank if hit else 0.0
+    out.update({name: float(v[0]) for name, v in rank_metrics(np.array([rank]), ks).items()})
     return out
 
 
@@ -78,6 +89,20 @@ def summarize(
     return out
 
 
+def paired_summary(
+    first: dict[str, np.ndarray],
+    second: dict[str, np.ndarray],
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Each metric of ``first`` minus ``second`` (arrays over the same groups, in the same
+    order): groups, mean and the 95% paired-bootstrap interval."""
+    names = [name for name in first if name in second]
+    difference = {name: first[name] - second[name] for name in names}
+    result = summarize(difference, bootstrap_samples, seed)
+    return {name: {"groups": len(difference[name]), **result[name]} for name in names}
+
+
 def paired_difference(
     first: pa.Table,
     second: pa.Table,
@@ -94,9 +119,8 @@ def paired_difference(
             f"a paired comparison needs the same candidate lists: {len(groups[0])} and "
             f"{len(groups[1])} groups, {len(set(groups[0]) ^ set(groups[1]))} not in both"
         )
-    difference = per_group(first, ks)[metric] - per_group(second, ks)[metric]
-    result = summarize({metric: difference}, bootstrap_samples, seed)[metric]
-    return {"groups": len(difference), **result}
+    pair = [{metric: per_group(t, ks)[metric]} for t in (first, second)]
+    return paired_summary(*pair, bootstrap_samples, seed)[metric]
 
 
 def evaluate_scores(
@@ -111,10 +135,12 @@ def evaluate_scores(
     return result
 
 
+# The columns of a printed metrics table.
+TABLE_METRICS = ("auc", "hr@5", "ndcg@5", "mrr@5")
+
+
 def format_table(
-    results: dict[str, dict],
-    split: str = "test",
-    names: Sequence[str] = ("auc", "hr@5", "ndcg@5", "mrr@5"),
+    results: dict[str, dict], split: str = "test", names: Sequence[str] = TABLE_METRICS
 ) -> str:
     """A plain-text table of one split: a row per model, mean [95% CI] per metric."""
     width = max(14, *(len(model) + 2 for model in results))

@@ -24,6 +24,10 @@ from msr_ray.config import parse_config  # noqa: E402
 from msr_ray.data import synthetic_signal  # noqa: E402
 from msr_ray.data.histories import latest_summaries, train_histories  # noqa: E402
 from msr_ray.data.images import ImageError, encode_png, item_image  # noqa: E402
+from msr_ray.evaluation.full_catalogue import (  # noqa: E402
+    FULL_CATALOGUE_FILE,
+    describe_difference,
+)
 from msr_ray.run.rundir import RunDir, StageOutput  # noqa: E402
 
 STAGE = "report"
@@ -42,6 +46,14 @@ def collect_metrics(run: RunDir) -> dict[str, dict]:
     return results
 
 
+def collect_full_catalogue(run: RunDir) -> dict[str, Any] | None:
+    """``eval/full_catalogue.json`` (``evaluate.full_catalogue``), or None when the run's
+    evaluation has none."""
+    if run.is_complete("eval") and FULL_CATALOGUE_FILE in run.completion("eval")["files"]:
+        return run.read_json("eval", FULL_CATALOGUE_FILE)
+    return None
+
+
 def _png(out: StageOutput, name: str, data: bytes) -> str:
     out.write_bytes(data, f"img/{name}")
     return f"img/{name}"
@@ -54,7 +66,29 @@ def _figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _metrics_section(out: StageOutput, results: dict[str, dict]) -> str:
+def _metrics_row(model: str, metrics: dict[str, Any], names: list[str]) -> str:
+    cells = "".join(
+        f"<td>{m['mean']:.3f}<br><small>[{m['ci_low']:.3f}, {m['ci_high']:.3f}]</small></td>"
+        if m
+        else "<td>–</td>"
+        for m in (metrics.get(n) for n in names)
+    )
+    return f"<tr><th>{html.escape(model)}</th>{cells}</tr>"
+
+
+def _full_catalogue_note(full: dict[str, Any]) -> str:
+    retriever, n = html.escape(full["retriever"]), full["n"]
+    return (
+        f"<p id='full-catalogue'>The {retriever} rows rank each test user's held-out item "
+        "against every item the user has not interacted with: the retriever alone, and "
+        f"MLLM-MSR reranking its top {n} (a hit only when the retriever proposed the item). "
+        f"{html.escape(describe_difference(full))}.</p>"
+    )
+
+
+def _metrics_section(
+    out: StageOutput, results: dict[str, dict], full: dict[str, Any] | None = None
+) -> str:
     parts = ["<section id='metrics'><h2>Metrics</h2>"]
     for split in ("test", "valid"):
         models = [m for m in results if split in results[m]]
@@ -62,18 +96,19 @@ def _metrics_section(out: StageOutput, results: dict[str, dict]) -> str:
             continue
         names = [k for k in results[models[0]][split] if k != "groups"]
         head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-        rows = []
-        for model in models:
-            cells = "".join(
-                f"<td>{m['mean']:.3f}<br><small>[{m['ci_low']:.3f}, {m['ci_high']:.3f}]</small></td>"
-                for m in (results[model][split][n] for n in names)
-            )
-            rows.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
+        rows = [_metrics_row(model, results[model][split], names) for model in models]
+        if full is not None and split == "test":
+            rows += [
+                _metrics_row(row, by_split[split], names)
+                for row, by_split in full["metrics"].items()
+            ]
         groups = results[models[0]][split]["groups"]
         parts.append(
             f"<h3>{split} ({groups} users; mean [95% CI])</h3>"
             f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
         )
+        if full is not None and split == "test":
+            parts.append(_full_catalogue_note(full))
         fig, ax = plt.subplots(figsize=(7, 3.2))
         width = 0.8 / len(models)
         for n, model in enumerate(models):
@@ -271,7 +306,7 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
             body.append(_dataset_section(run.completion("dataset")))
             sections.append("dataset")
         if results:
-            body.append(_metrics_section(out, results))
+            body.append(_metrics_section(out, results, collect_full_catalogue(run)))
             sections.append("metrics")
         figures = synthetic_survival(run)
         if figures:

@@ -3,8 +3,10 @@
 A stage's fingerprint hashes the config fields its output depends on (performance knobs
 such as thread counts, actor counts and batch sizes left out), the msr-ray version, the
 versions of the prompt templates that shape it (``msr_ray.models.prompts``), the
-committed versions of the upstream outputs it reads and, for ``prepare``, a listing of
-the source files (path, size, modification time) or the synthetic generator's version.
+committed versions of the upstream outputs it reads (for ``evaluate`` with
+``evaluate.full_catalogue``, the kept baseline that retrieves) and, for ``prepare``, a
+listing of the source files (path, size, modification time) or the synthetic generator's
+version.
 The summaries of a run that samples its users also hash which users are summarized (and,
 for item summaries, the history window and what picks the candidates), so two samples
 that summarize the same users share their summaries.
@@ -37,11 +39,12 @@ State = Literal["current", "stale", "missing"]
 # Model fields that change speed or placement, not output.
 _MODEL_KNOBS = ("num_threads", "cache_dir", "device")
 
+# The provenance name of every baseline (scores/<model>/ and baselines/<model>/).
+BASELINES = "baselines"
 # Every stage's provenance comes from its descriptor; the baselines are not a stage.
 PROVENANCE: dict[str, Provenance] = {
     **{stage.output: stage.provenance for stage in STAGES},
-    # Every baseline (scores/<model>/ and baselines/<model>/).
-    "baselines": Provenance(
+    BASELINES: Provenance(
         (
             "seed",
             "baselines",
@@ -84,10 +87,24 @@ def _without(value: Any, dotted: str, ignored: tuple[str, ...]) -> Any:
 
 
 def upstream_of(output: str, config: PipelineConfig) -> tuple[str, ...]:
-    """The outputs that ``output`` is built from under this config."""
+    """The outputs (folders) that ``output`` is built from under this config."""
     spec = PROVENANCE[output]
     shown = spec.with_descriptions and config.recommender.reads_item_summaries
-    return spec.upstream + (("item_summaries",) if shown else ())
+    upstream = spec.upstream + (("item_summaries",) if shown else ())
+    full_catalogue = config.evaluate.full_catalogue
+    if spec.with_retriever and full_catalogue is not None:
+        upstream += (f"{BASELINES}/{config.baselines.output_name(full_catalogue.retriever)}",)
+    return upstream
+
+
+def _provenance_of(folder: str) -> str:
+    """The provenance name of an output folder: ``baselines`` for ``baselines/<name>``."""
+    return BASELINES if folder.startswith(f"{BASELINES}/") else folder
+
+
+def _command_of(folder: str) -> str:
+    """The command that builds an output folder."""
+    return "baseline" if _provenance_of(folder) == BASELINES else COMMAND_OF_OUTPUT[folder]
 
 
 def source_listing(config: PipelineConfig) -> list[tuple[str, int, int]]:
@@ -147,7 +164,11 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
     """The fingerprint ``output`` gets when built now (from this config and run)."""
     spec = PROVENANCE[output]
     data = config.model_dump(mode="json")
-    fields = {f: _without(_field(data, f), f, spec.ignored) for f in spec.fields}
+    fields = {
+        f: _without(_field(data, f), f, spec.ignored)
+        for f in spec.fields
+        if not (f in spec.unset_left_out and _field(data, f) is None)
+    }
     upstream = {
         name: run.completion(name)["version"] if run.is_complete(name) else None
         for name in upstream_of(output, config)
@@ -217,7 +238,10 @@ def state(output: str, config: PipelineConfig, run: RunDir, folder: str | None =
         return "current"  # committed outside the pipeline: nothing to compare with
     if recorded != fingerprint(output, config, run):
         return "stale"
-    if any(state(name, config, run) != "current" for name in upstream_of(output, config)):
+    if any(
+        state(_provenance_of(name), config, run, name) != "current"
+        for name in upstream_of(output, config)
+    ):
         return "stale"
     return "current"
 
@@ -226,13 +250,13 @@ def check_upstream(output: str, config: PipelineConfig, run: RunDir) -> None:
     """Raise MissingStageOutput (StaleStageOutput for a stale one) unless every output that
     ``output`` reads is current."""
     for name in upstream_of(output, config):
-        found = state(name, config, run)
+        found = state(_provenance_of(name), config, run, name)
         if found == "missing":
             raise MissingStageOutput(
-                f"no complete {name}/ in {run.root}: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first"
+                f"no complete {name}/ in {run.root}: run `msr-ray {_command_of(name)}` first"
             )
         if found == "stale":
             raise StaleStageOutput(
                 f"{name}/ in {run.root} was built from other inputs or settings than this "
-                f"config's: run `msr-ray {COMMAND_OF_OUTPUT[name]}` first (a current stage is skipped)"
+                f"config's: run `msr-ray {_command_of(name)}` first (a current stage is skipped)"
             )

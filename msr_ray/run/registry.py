@@ -25,8 +25,13 @@ class Provenance:
     upstream: tuple[str, ...]
     # item_summaries is read only when the recommender's prompt shows item summaries.
     with_descriptions: bool = False
+    # The kept baseline ``evaluate.full_catalogue.retriever`` is read only when that is on.
+    with_retriever: bool = False
     ignored: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
+    # Fields left out of the fingerprint while they are None (a feature that is off), so
+    # that outputs built before the feature existed stay current.
+    unset_left_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,15 +181,19 @@ STAGES: list[StageInfo] = [
                 "evaluate.ks",
                 "evaluate.bootstrap_samples",
                 "evaluate.splits",
+                "evaluate.full_catalogue",
             ),
             ("dataset", "samples", "train"),
             with_descriptions=True,
+            with_retriever=True,
             prompts=("summarize", "recommend", "scoring"),
+            unset_left_out=("evaluate.full_catalogue",),
         ),
         status_counts=("candidates",),
         help="""Score every valid/test candidate and compute AUC, HR@K, NDCG@K, MRR@K.
 
-    Writes <run>/scores/ and <run>/eval/metrics.json.""",
+    Writes <run>/scores/ and <run>/eval/metrics.json; with evaluate.full_catalogue also
+    eval/full_catalogue.json (a kept baseline's top N of the whole catalogue, reranked).""",
     ),
 ]
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}

@@ -425,8 +425,12 @@ class RunDir:
         return json.loads(self.read_text(*parts))
 
     def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode()
+
+    def read_bytes(self, *parts: str) -> bytes:
+        """A file of the run (inside a committed stage output: its committed version's)."""
         with self.fs.open_input_stream(self.output_path(*parts)) as f:
-            return f.read().decode()
+            return f.read()
 
     def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
         """Read one Parquet file, or every Parquet file of a folder (hidden files ignored);

@@ -53,6 +53,24 @@ class GRU4Rec(nn.Module):
         return output
 
 
+def sequence_model(
+    kind: str,
+    num_items: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    dropout: float,
+    max_len: int,
+) -> nn.Module:
+    """An untrained ``sasrec`` or ``gru4rec`` over ``num_items`` items (heads and max_len:
+    SASRec only)."""
+    if kind == "sasrec":
+        return SASRec(num_items, hidden_size, num_layers, num_heads, dropout, max_len)
+    if kind == "gru4rec":
+        return GRU4Rec(num_items, hidden_size, num_layers, dropout)
+    raise ValueError(f"no sequence model named {kind!r} (sasrec, gru4rec)")
+
+
 def item_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Scores of every item for hidden states (tied to the item embeddings)."""
     return hidden @ model.items.weight.T

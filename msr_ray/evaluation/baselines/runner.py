@@ -1,8 +1,9 @@
 """`msr-ray baseline`: train one baseline and score exactly the samples' valid/test candidates.
 
-Writes ``scores/<model>/`` (same columns as the evaluate stage) and
-``baselines/<model>/metrics.json``; with ``baselines.train_users: sampled`` the model
-learns only from the users ``samples.train_users`` selects and is named ``<model>-sampled``.
+Writes ``scores/<model>/`` (same columns as the evaluate stage) and ``baselines/<model>/``:
+``metrics.json``, ``training.json`` and the trained model (``baselines.kept``). With
+``baselines.train_users: sampled`` the model learns only from the users
+``samples.train_users`` selects and is named ``<model>-sampled``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data.sampling import run_sample
 from msr_ray.evaluation.baselines import BASELINES
 from msr_ray.evaluation.baselines.data import eval_groups, sequence_data, train_counts
-from msr_ray.evaluation.baselines.models import GRU4Rec, SASRec
+from msr_ray.evaluation.baselines.kept import ARCHITECTURE, MODEL_FILE, KeptBaseline
+from msr_ray.evaluation.baselines.models import sequence_model
 from msr_ray.evaluation.baselines.training import fit, score
 from msr_ray.evaluation.metrics import evaluate_scores
 from msr_ray.run import provenance
@@ -28,8 +30,19 @@ from msr_ray.run.tables import read_dataset, scores_table
 def baseline_name(model: str, config: PipelineConfig) -> str:
     """The output name of baseline ``model`` under this config (``-sampled`` when it
     learns from the sampled training users only)."""
-    suffix = "-sampled" if config.baselines.train_users == "sampled" else ""
-    return BASELINES[model] + suffix
+    return config.baselines.output_name(BASELINES[model])
+
+
+def refresh_baseline(
+    config: PipelineConfig, run: RunDir, model: str, force: bool = False
+) -> dict[str, Any] | None:
+    """``run_baseline`` unless the baseline's kept output is current (``force``: always);
+    its summary, or None when it was current."""
+    folder = f"baselines/{baseline_name(model, config)}"
+    kept = provenance.state("baselines", config, run, folder) == "current"
+    if kept and not force and MODEL_FILE in run.completion(folder)["files"]:
+        return None
+    return run_baseline(config, run, model)
 
 
 def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, Any]:
@@ -45,27 +58,19 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
     candidates = eval_groups(run.read_table("samples")).to_pylist()
     start = time.perf_counter()
     losses: list[float] = []
+    kept = KeptBaseline(BASELINES[model], sorted(data.vocab, key=data.vocab.get), cfg.model_dump())
     if model == "pop":
         counts = train_counts(data)
+        kept.counts = [counts.get(index, 0) for index in range(1, len(data.vocab) + 1)]
         scores = [float(counts.get(data.vocab[r["item_id"]], 0)) for r in candidates]
     else:
         # The initial weights come from the seed, not from whatever drew from torch's
         # global generator earlier in this process (a baseline trained before this one).
         torch.manual_seed(cfg.seed)
-        net = (
-            SASRec(
-                len(data.vocab),
-                cfg.hidden_size,
-                cfg.num_layers,
-                cfg.num_heads,
-                cfg.dropout,
-                cfg.max_len,
-            )
-            if model == "sasrec"
-            else GRU4Rec(len(data.vocab), cfg.hidden_size, cfg.num_layers, cfg.dropout)
-        )
+        shape = {k: getattr(cfg, k) for k in ARCHITECTURE}
+        kept.net = sequence_model(kept.kind, len(data.vocab), **shape)
         losses = fit(
-            net,
+            kept.net,
             list(data.train.values()),
             cfg.max_len,
             cfg.epochs,
@@ -75,7 +80,8 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
             name,
         )
         prefixes = [data.prefix(r["user_id"], r["split"]) for r in candidates]
-        scores = score(net, prefixes, [data.vocab[r["item_id"]] for r in candidates], cfg.max_len)
+        targets = [data.vocab[r["item_id"]] for r in candidates]
+        scores = score(kept.net, prefixes, targets, cfg.max_len)
     seconds = time.perf_counter() - start
     table = scores_table(candidates, scores, name)
     metrics = evaluate_scores(
@@ -97,4 +103,5 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         out.write_bytes(json.dumps({name: metrics}, indent=2).encode(), "metrics.json")
         training = {k: v for k, v in summary.items() if k != "metrics"}
         out.write_bytes(json.dumps(training).encode(), "training.json")
+        kept.write(out)
     return summary
