@@ -106,7 +106,16 @@ class Browser:
         raise TimeoutError(f"still false after {timeout_s} s: {expression}\npage: {page!r}")
 
     def open(self, url: str) -> None:
+        """Navigate to ``url`` and return once its document is parsed.
+
+        ``Page.navigate`` answers when the navigation starts, while the old document
+        (``about:blank``) is still the one that scripts see.
+        """
         self.send("Page.navigate", url=url)
+        self.wait_for(
+            f"location.href === {json.dumps(url)} && document.readyState !== 'loading'",
+            timeout_s=60,
+        )
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
