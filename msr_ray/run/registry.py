@@ -197,7 +197,6 @@ STAGES: list[StageInfo] = [
     ),
 ]
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}
-STAGES_BY_OUTPUT = {s.output: s for s in STAGES}
 COMMAND_OF_OUTPUT = {s.output: s.command for s in STAGES}
 
 
