@@ -265,7 +265,7 @@ class SftRecipe:
         ``train_logs/epoch-<epoch>-rank-<rank>.jsonl``."""
         import ray.train
 
-        from msr_ray.models.scoring import listwise_loss, sft_loss
+        from msr_ray.training.losses import objective_loss
 
         cfg = self.cfg
         self.engine.train()
@@ -280,17 +280,10 @@ class SftRecipe:
             prompts, answers = self.recommender.prompts(rows), [bool(r["label"]) for r in rows]
             step_started = time.perf_counter()
             replayed = self.frozen.replayed if self.frozen else 0
-            if cfg.objective == "listwise":
-                groups = [r["group"] for r in rows]
-                loss, batch_tokens = listwise_loss(
-                    self.engine, self.loaded, prompts, answers, groups, cfg.max_length,
-                    cfg.prefix_gradient, self.frozen,
-                )  # fmt: skip
-            else:
-                loss, batch_tokens = sft_loss(
-                    self.engine, self.loaded, prompts, answers, cfg.max_length,
-                    cfg.prefix_gradient, self.frozen,
-                )  # fmt: skip
+            loss, batch_tokens = objective_loss(
+                cfg.objective, self.engine, self.loaded, prompts, answers,
+                [r["group"] for r in rows], cfg.max_length, cfg.prefix_gradient, self.frozen,
+            )  # fmt: skip
             self.engine.backward(loss)
             self.engine.step()
             step_seconds += time.perf_counter() - step_started
