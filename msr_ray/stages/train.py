@@ -37,13 +37,10 @@ from msr_ray.run.blocks import dataset_in_groups
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
 from msr_ray.run.rundir import RunDir
-from msr_ray.training.recipe import (
-    PROGRESS_EVERY_S,
-    progress_file,
-    tracking_uri,
-    train_loop_per_worker,
-)
+from msr_ray.training.progress import PROGRESS_EVERY_S, progress_file
+from msr_ray.training.recipe import train_loop_per_worker
 from msr_ray.training.row_order import prefix_unit_order
+from msr_ray.training.tracking import tracking_uri
 
 STAGE = output_of(__name__)
 
