@@ -42,7 +42,8 @@ from msr_ray.models.embedded import CHAT_TEMPLATE, IMAGE_TOKEN, embedded_llm_dir
 from msr_ray.models.generation import ChatRequest, generate
 from msr_ray.models.loading import LoadedModel
 from msr_ray.models.lora import lora_config
-from msr_ray.models.scoring import score_full, score_shared, sft_loss, split_prompt
+from msr_ray.models.scoring import score_full, score_shared, split_prompt
+from msr_ray.training.losses import sft_loss
 
 PRESETS = {
     # llava-v1.6-mistral-7b-hf's shapes.

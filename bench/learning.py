@@ -38,15 +38,10 @@ from msr_ray.models.frozen_layers import FrozenLayerCache
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.models.prompts import PREFERENCE_PREFIX
-from msr_ray.models.scoring import (
-    answer_margins,
-    encode_prompts,
-    listwise_loss,
-    score_shared,
-    sft_loss,
-)
+from msr_ray.models.scoring import answer_margins, encode_prompts, score_shared
 from msr_ray.run.rundir import RunDir
 from msr_ray.run.tables import read_dataset
+from msr_ray.training.losses import objective_loss
 from msr_ray.training.recipe import adamw, linear_schedule
 from msr_ray.training.row_order import prefix_unit_order
 
@@ -222,15 +217,11 @@ def run_arm(
             prompts, answers = recommender.prompts(batch), [bool(r["label"]) for r in batch]
             if decision_only:
                 loss = decision_loss(model, loaded, prompts, answers, cfg.prefix_gradient, frozen)
-            elif cfg.objective == "listwise":
-                loss, _ = listwise_loss(
-                    model, loaded, prompts, answers, [r["group"] for r in batch],
+            else:
+                loss, _ = objective_loss(
+                    cfg.objective, model, loaded, prompts, answers, [r["group"] for r in batch],
                     cfg.max_length, cfg.prefix_gradient, frozen,
                 )  # fmt: skip
-            else:
-                loss, _ = sft_loss(
-                    model, loaded, prompts, answers, cfg.max_length, cfg.prefix_gradient, frozen
-                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()

@@ -86,14 +86,33 @@ def _full_catalogue_note(full: dict[str, Any]) -> str:
     )
 
 
+def model_colours(results: dict[str, dict]) -> dict[str, Any]:
+    """One chart colour per model, the same in every split's chart (models in ``results``'
+    order, which is ``collect_metrics``': MLLM-MSR first, then the baselines)."""
+    palette = plt.get_cmap("tab10").colors
+    return {model: palette[n % len(palette)] for n, model in enumerate(results)}
+
+
+def _not_scored_note(split: str, missing: list[str]) -> str:
+    """Which models scored on another split have no row in ``split``, and why."""
+    names = ", ".join(html.escape(m) for m in missing)
+    return (
+        f"<p class='not-scored'>Not scored on the {split} split: {names}. The evaluate "
+        f"stage scores the splits its <code>evaluate.splits</code> lists; the baselines "
+        f"score every split.</p>"
+    )
+
+
 def _metrics_section(
     out: StageOutput, results: dict[str, dict], full: dict[str, Any] | None = None
 ) -> str:
     parts = ["<section id='metrics'><h2>Metrics</h2>"]
+    colours = model_colours(results)
     for split in ("test", "valid"):
         models = [m for m in results if split in results[m]]
         if not models:
             continue
+        missing = [m for m in results if split not in results[m]]
         names = [k for k in results[models[0]][split] if k != "groups"]
         head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
         rows = [_metrics_row(model, results[model][split], names) for model in models]
@@ -109,11 +128,14 @@ def _metrics_section(
         )
         if full is not None and split == "test":
             parts.append(_full_catalogue_note(full))
+        if missing:
+            parts.append(_not_scored_note(split, missing))
         fig, ax = plt.subplots(figsize=(7, 3.2))
         width = 0.8 / len(models)
         for n, model in enumerate(models):
             values = [results[model][split].get(k, {}).get("mean", 0) for k in CHART_METRICS]
-            ax.bar([i + n * width for i in range(len(CHART_METRICS))], values, width, label=model)
+            positions = [i + n * width for i in range(len(CHART_METRICS))]
+            ax.bar(positions, values, width, label=model, color=colours[model])
         ax.set_xticks(
             [i + width * (len(models) - 1) / 2 for i in range(len(CHART_METRICS))], CHART_METRICS
         )

@@ -1,4 +1,4 @@
-"""Yes/No answers: the exact answer tokens, P(yes), and the SFT loss, with shared prefixes.
+"""Yes/No answers: the exact answer tokens, P(yes) and the answer logits, with shared prefixes.
 
 The answer tokens are read off the chat template itself: render a conversation
 without and with an assistant turn holding "Yes" (or "No") and take the tokens
@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from PIL import Image
@@ -35,7 +35,6 @@ from msr_ray.models.loading import LoadedModel
 from msr_ray.models.prompts import SPLIT, Messages
 
 YES, NO = "Yes", "No"
-IGNORE_INDEX = -100
 
 
 def answer_tokens(loaded: LoadedModel, answer: str) -> list[int]:
@@ -203,7 +202,7 @@ def _text_config(model):
     return getattr(config, "text_config", config)
 
 
-def _answer_logits(
+def answer_logits(
     model,
     encoded: EncodedPrompts,
     tails: list[list[int]],
@@ -328,7 +327,7 @@ def score_shared(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> list[fl
     encoded = encode_prompts(loaded, prompts)
     pad = loaded.tokenizer.pad_token_id
     with torch.inference_mode(), fp32_head(loaded.model):
-        logits = _answer_logits(loaded.model, encoded, [[] for _ in prompts], 1, pad, loaded.device)
+        logits = answer_logits(loaded.model, encoded, [[] for _ in prompts], 1, pad, loaded.device)
     return _p_yes(loaded, logits[:, -1])
 
 
@@ -340,71 +339,6 @@ def score_full(loaded: LoadedModel, prompts: Sequence[SplitPrompt]) -> list[floa
     with torch.inference_mode(), fp32_head(loaded.model):
         logits = _full_logits(loaded.model, encoded, loaded.tokenizer.pad_token_id, loaded.device)
     return _p_yes(loaded, logits[:, -1])
-
-
-def _check_lengths(encoded: EncodedPrompts, targets: list[list[int]], max_length: int) -> None:
-    for owner, suffix, target in zip(encoded.owner, encoded.suffixes, targets, strict=True):
-        length = len(encoded.prefixes[owner]) + len(suffix)
-        if length + len(target) > max_length:
-            raise ValueError(f"prompt of {length} tokens + answer exceeds {max_length}")
-
-
-class BatchTokens(NamedTuple):
-    """The tokens a training batch holds: its distinct prefixes' and its candidate rows'
-    (suffix + answer tokens), which the step computes on top of them."""
-
-    prefix: int
-    rows: int
-
-    @property
-    def total(self) -> int:
-        return self.prefix + self.rows
-
-
-def _tokens(encoded: EncodedPrompts, targets: list[list[int]]) -> BatchTokens:
-    return BatchTokens(
-        sum(len(p) for p in encoded.prefixes),
-        sum(map(len, encoded.suffixes)) + sum(map(len, targets)),
-    )
-
-
-def sft_loss(
-    model,
-    loaded: LoadedModel,
-    prompts: Sequence[SplitPrompt],
-    answers: Sequence[bool],
-    max_length: int,
-    prefix_gradient: bool = True,
-    frozen: FrozenLayerCache | None = None,
-) -> tuple[torch.Tensor, BatchTokens]:
-    """Cross-entropy on the answer tokens only (in fp32), and the tokens the batch holds.
-
-    ``model`` is what runs the forward pass (the PEFT model, or the DeepSpeed engine
-    around it). Prompts sharing a prefix compute it once, as at scoring time, so the
-    first answer token is predicted from exactly the position the scorer reads. A
-    prompt longer than ``max_length`` with its answer raises. ``prefix_gradient=False``
-    runs the shared prefixes without gradient: the loss then trains the model through
-    the candidates' tokens only, and a step costs about half as much. ``frozen`` replays
-    the frozen bottom layers (``FrozenLayerCache``).
-    """
-    encoded = encode_prompts(loaded, prompts)
-    targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
-    _check_lengths(encoded, targets, max_length)
-    longest = max(len(t) for t in targets)
-    pad = loaded.tokenizer.pad_token_id
-    with fp32_head(loaded.model):
-        logits = _answer_logits(
-            model, encoded, targets, longest + 1, pad, loaded.device, prefix_gradient, frozen
-        )
-    labels = torch.tensor(
-        [[IGNORE_INDEX] * (longest - len(t)) + t for t in targets], device=logits.device
-    )
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-    )
-    return loss, _tokens(encoded, targets)
 
 
 def answer_margins(
@@ -419,45 +353,9 @@ def answer_margins(
     pad = loaded.tokenizer.pad_token_id
     tails: list[list[int]] = [[] for _ in encoded.suffixes]
     with fp32_head(loaded.model):
-        logits = _answer_logits(
+        logits = answer_logits(
             model, encoded, tails, 1, pad, loaded.device, prefix_gradient, frozen
         )
     ids = answer_ids(loaded)
     last = logits[:, -1].float()
     return last[:, ids.yes] - last[:, ids.no]
-
-
-def listwise_loss(
-    model,
-    loaded: LoadedModel,
-    prompts: Sequence[SplitPrompt],
-    answers: Sequence[bool],
-    groups: Sequence[str],
-    max_length: int,
-    prefix_gradient: bool = True,
-    frozen: FrozenLayerCache | None = None,
-) -> tuple[torch.Tensor, BatchTokens]:
-    """Softmax cross-entropy over each candidate list's Yes-vs-No margins, in fp32.
-
-    A candidate's margin is logit(yes) - logit(no) at the answer position, so its score
-    P(yes) / (P(yes) + P(no)) is the sigmoid of it: the loss trains the ranking the
-    scorer reads. Each group of the batch (one positive and its negatives, sharing the
-    user's prefix, computed once) contributes ``logsumexp(margins) - margin(positive)``;
-    a group the batch holds without a positive or without a negative is left out.
-    Returns the mean over groups and the tokens the batch holds.
-    """
-    encoded = encode_prompts(loaded, prompts)
-    targets = [answer_tokens(loaded, YES if a else NO) for a in answers]
-    _check_lengths(encoded, targets, max_length)
-    margins = answer_margins(model, loaded, encoded, prefix_gradient, frozen)
-    members: dict[str, list[int]] = {}
-    for n, group in enumerate(groups):
-        members.setdefault(group, []).append(n)
-    losses = []
-    for rows in members.values():
-        positives = [n for n in rows if answers[n]]
-        if len(positives) == 1 and len(rows) > 1:
-            group_margins = margins[torch.tensor(rows, device=margins.device)]
-            losses.append(torch.logsumexp(group_margins, 0) - margins[positives[0]])
-    loss = torch.stack(losses).mean() if losses else margins.sum() * 0.0
-    return loss, _tokens(encoded, targets)

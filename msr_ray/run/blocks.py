@@ -20,16 +20,18 @@ def dataset_in_blocks(table: pa.Table, rows_per_block: int):
     return ray.data.from_arrow(slices or [table])
 
 
-def dataset_in_groups(table: pa.Table, column: str, groups_per_block: int):
-    """A Ray dataset of ``table`` in blocks of whole groups (rows with equal ``column``).
-
-    Rows are sorted by ``column`` first, so a group never straddles two blocks.
-    """
-    import ray.data
-
+def group_slices(table: pa.Table, column: str, groups_per_block: int) -> list[pa.Table]:
+    """``table`` sorted by ``column`` and cut into slices of ``groups_per_block`` whole
+    groups (rows with equal ``column``): a group never straddles two slices."""
     table = table.sort_by([(column, "ascending")])
     keys = table[column].to_pylist()
     starts = [n for n in range(len(keys)) if n == 0 or keys[n] != keys[n - 1]]
     bounds = [*starts[::groups_per_block], len(keys)]
-    slices = [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    return ray.data.from_arrow(slices or [table])
+    return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def dataset_in_groups(table: pa.Table, column: str, groups_per_block: int):
+    """A Ray dataset of ``table`` in blocks of whole groups (``group_slices``)."""
+    import ray.data
+
+    return ray.data.from_arrow(group_slices(table, column, groups_per_block) or [table])

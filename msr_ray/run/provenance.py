@@ -2,8 +2,8 @@
 
 A stage's fingerprint hashes the config fields its output depends on (performance knobs
 such as thread counts, actor counts and batch sizes left out), the msr-ray version, the
-versions of the prompt templates that shape it (``msr_ray.models.prompts``), the
-committed versions of the upstream outputs it reads (for ``evaluate`` with
+versions of the prompt templates and of the scoring that shape it
+(``msr_ray.models.prompts``), the committed versions of the upstream outputs it reads (for ``evaluate`` with
 ``evaluate.full_catalogue``, the kept baseline that retrieves) and, for ``prepare``, a
 listing of the source files (path, size, modification time) or the synthetic generator's
 version.
@@ -57,14 +57,15 @@ PROVENANCE: dict[str, Provenance] = {
 }
 
 
-def prompt_versions(output: str) -> dict[str, str]:
-    """The versions of the prompt templates that shape ``output`` (read at call time)."""
+def code_versions(output: str) -> dict[str, str]:
+    """The versions of the code that shapes ``output`` (read at call time): the prompt
+    templates' and the scoring's."""
     versions = {
         "summarize": prompts.PROMPT_VERSION,
         "recommend": prompts.RECOMMEND_PROMPT_VERSION,
         "scoring": prompts.SCORING_VERSION,
     }
-    return {family: versions[family] for family in PROVENANCE[output].prompts}
+    return {family: versions[family] for family in PROVENANCE[output].code_versions}
 
 
 def _field(data: dict[str, Any], dotted: str) -> Any:
@@ -177,7 +178,7 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
     record = {
         "output": output,
         "msr_ray": msr_ray.__version__,
-        "prompts": prompt_versions(output),
+        "prompts": code_versions(output),  # the key of the fingerprints runs hold
         "generator": synthetic.GENERATOR_VERSION if is_synthetic else None,
         "config": fields,
         "upstream": upstream,

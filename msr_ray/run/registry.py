@@ -28,7 +28,7 @@ class Provenance:
     # The kept baseline ``evaluate.full_catalogue.retriever`` is read only when that is on.
     with_retriever: bool = False
     ignored: tuple[str, ...] = ()
-    prompts: tuple[str, ...] = ()
+    code_versions: tuple[str, ...] = ()
     # Fields left out of the fingerprint while they are None (a feature that is off), so
     # that outputs built before the feature existed stay current.
     unset_left_out: tuple[str, ...] = ()
@@ -98,7 +98,7 @@ STAGES: list[StageInfo] = [
         provenance=Provenance(
             ("domain", "mllm", "items.mode", "items.on_error", "items.max_image_side"),
             ("dataset",),
-            prompts=("summarize",),
+            code_versions=("summarize",),
         ),
         status_counts=("items",),
         help="""Describe every item with the MLLM (Ray Data actor pool).
@@ -122,7 +122,7 @@ STAGES: list[StageInfo] = [
                 "users.history_window",
             ),
             ("dataset", "item_summaries"),
-            prompts=("summarize",),
+            code_versions=("summarize",),
         ),
         status_counts=("users", "summaries"),
         help="""Summarize each user's preferences block by block (shard actors).
@@ -135,7 +135,9 @@ STAGES: list[StageInfo] = [
         "msr_ray.stages.samples",
         needs_ray=False,
         section="samples",
-        provenance=Provenance(("samples",), ("dataset", "user_summaries"), prompts=("summarize",)),
+        provenance=Provenance(
+            ("samples",), ("dataset", "user_summaries"), code_versions=("summarize",)
+        ),
         status_counts=("rows_by_split",),
         help="""Build training pairs and valid/test candidate lists.
 
@@ -161,7 +163,7 @@ STAGES: list[StageInfo] = [
                 "train.tracking_uri",
                 "train.tracking_experiment",
             ),
-            prompts=("summarize", "recommend", "scoring"),
+            code_versions=("summarize", "recommend", "scoring"),
         ),
         status_counts=("train_rows", "epochs"),
         help="""LoRA SFT of the Yes/No recommender with Ray Train + DeepSpeed.
@@ -186,7 +188,7 @@ STAGES: list[StageInfo] = [
             ("dataset", "samples", "train"),
             with_descriptions=True,
             with_retriever=True,
-            prompts=("summarize", "recommend", "scoring"),
+            code_versions=("summarize", "recommend", "scoring"),
             unset_left_out=("evaluate.full_catalogue",),
         ),
         status_counts=("candidates",),
@@ -197,7 +199,6 @@ STAGES: list[StageInfo] = [
     ),
 ]
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}
-STAGES_BY_OUTPUT = {s.output: s for s in STAGES}
 COMMAND_OF_OUTPUT = {s.output: s.command for s in STAGES}
 
 

@@ -33,16 +33,14 @@ from msr_ray.method.recommender import (
     with_image_setting_resolved,
 )
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
+from msr_ray.run.blocks import dataset_in_groups
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
 from msr_ray.run.rundir import RunDir
-from msr_ray.training.recipe import (
-    PROGRESS_EVERY_S,
-    progress_file,
-    tracking_uri,
-    train_loop_per_worker,
-)
+from msr_ray.training.progress import PROGRESS_EVERY_S, progress_file
+from msr_ray.training.recipe import train_loop_per_worker
 from msr_ray.training.row_order import prefix_unit_order
+from msr_ray.training.tracking import tracking_uri
 
 STAGE = output_of(__name__)
 
@@ -81,15 +79,6 @@ def in_order():
     options = copy.copy(DataContext.get_current().execution_options)
     options.preserve_order = True
     return options
-
-
-def validation_blocks(valid: pa.Table, blocks: int) -> list[pa.Table]:
-    """The validation rows cut into up to ``blocks`` tables along group boundaries."""
-    groups = valid["group"].to_pylist()
-    bounds = [0] + [n for n in range(1, len(groups)) if groups[n] != groups[n - 1]]
-    per_block = max(1, -(-len(bounds) // max(1, blocks)))
-    starts = bounds[::per_block] + [len(groups)]
-    return [valid.slice(a, b - a) for a, b in zip(starts, starts[1:], strict=False) if b > a]
 
 
 def portable_adapter_config(data: bytes, base_model: str) -> bytes:
@@ -162,7 +151,7 @@ def build(context: BuildContext) -> dict[str, Any]:
     valid = candidate_rows(run, config, ("valid",))
     groups = sorted(set(valid["group"].to_pylist()))[: cfg.max_valid_groups]
     valid = valid.filter(pc.is_in(valid["group"], value_set=pa.array(groups, pa.string())))
-    valid = valid.sort_by("group")
+    valid_blocks = cfg.num_workers * VALID_BLOCKS_PER_WORKER
     micro_steps = usable // global_batch
     resources = {"CPU": cfg.resources.num_cpus}
     if cfg.use_gpu:
@@ -193,9 +182,7 @@ def build(context: BuildContext) -> dict[str, Any]:
         ),
         datasets={
             "train": ray.data.from_arrow(train),
-            "valid": ray.data.from_arrow(
-                validation_blocks(valid, cfg.num_workers * VALID_BLOCKS_PER_WORKER) or [valid]
-            ),
+            "valid": dataset_in_groups(valid, "group", max(1, -(-len(groups) // valid_blocks))),
         },
         dataset_config=EveryValidRowOnce(
             datasets_to_split=[],

@@ -18,7 +18,6 @@ import os
 import signal
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,8 @@ from msr_ray.method.recommender import ADAPTER
 from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.run.registry import STAGES_BY_COMMAND
 from msr_ray.run.rundir import RunDir
-from msr_ray.training.tracking import MlflowTracker, NoTracking, Tracker, flatten
+from msr_ray.training.progress import ProgressFile
+from msr_ray.training.tracking import NoTracking, open_tracker
 
 STAGE = STAGES_BY_COMMAND["train"].output
 DEEPSPEED_DIR = "deepspeed"
@@ -140,35 +140,6 @@ def gathered_auc(parts: list[dict[str, list]]) -> tuple[float | None, int]:
     return float(per_group(table, [1])["auc"].mean()), table.num_rows
 
 
-def tracking_uri(config: PipelineConfig, run: RunDir) -> str | None:
-    """The MLflow store of this run (None when tracking is off)."""
-    cfg = config.train
-    if cfg.tracking == "off":
-        return None
-    if cfg.tracking_uri:
-        return cfg.tracking_uri
-    if not run.local:
-        raise ValueError(
-            "train.tracking: mlflow needs train.tracking_uri when the run directory is not local"
-        )
-    return Path(run.path("tracking")).as_uri()
-
-
-def open_tracker(config: PipelineConfig, run: RunDir, key: str) -> Tracker:
-    """Rank 0's tracker: a new MLflow run with the config as params, or the one a
-    restarted worker had (its id is kept beside the checkpoints)."""
-    uri = tracking_uri(config, run)
-    if uri is None:
-        return NoTracking()
-    id_file = ("_parts", STAGE, f"{key}.mlflow.json")
-    run_id = run.read_json(*id_file)["run_id"] if run.exists(*id_file) else None
-    tracker = MlflowTracker(uri, config.train.tracking_experiment, f"train-{key[:12]}", run_id)
-    if run_id is None:
-        tracker.log_params(flatten(config.model_dump(mode="json")))
-        run.write_json({"run_id": tracker.run_id, "uri": uri}, *id_file)
-    return tracker
-
-
 def crash_once(run: RunDir, epoch: int) -> None:
     """The fault drill: this worker's process dies mid-epoch, once per run directory.
 
@@ -265,7 +236,7 @@ class SftRecipe:
         ``train_logs/epoch-<epoch>-rank-<rank>.jsonl``."""
         import ray.train
 
-        from msr_ray.models.scoring import listwise_loss, sft_loss
+        from msr_ray.training.losses import objective_loss
 
         cfg = self.cfg
         self.engine.train()
@@ -280,17 +251,10 @@ class SftRecipe:
             prompts, answers = self.recommender.prompts(rows), [bool(r["label"]) for r in rows]
             step_started = time.perf_counter()
             replayed = self.frozen.replayed if self.frozen else 0
-            if cfg.objective == "listwise":
-                groups = [r["group"] for r in rows]
-                loss, batch_tokens = listwise_loss(
-                    self.engine, self.loaded, prompts, answers, groups, cfg.max_length,
-                    cfg.prefix_gradient, self.frozen,
-                )  # fmt: skip
-            else:
-                loss, batch_tokens = sft_loss(
-                    self.engine, self.loaded, prompts, answers, cfg.max_length,
-                    cfg.prefix_gradient, self.frozen,
-                )  # fmt: skip
+            loss, batch_tokens = objective_loss(
+                cfg.objective, self.engine, self.loaded, prompts, answers,
+                [r["group"] for r in rows], cfg.max_length, cfg.prefix_gradient, self.frozen,
+            )  # fmt: skip
             self.engine.backward(loss)
             self.engine.step()
             step_seconds += time.perf_counter() - step_started
@@ -391,29 +355,6 @@ class SftRecipe:
                 (epoch + 1) * self.micro_steps,
             )
             self.save(epoch, metrics)
-
-
-PROGRESS_EVERY_S = 2.0
-
-
-def progress_file(key: str) -> tuple[str, str]:
-    """Where rank 0 writes the progress of the training build ``key``, in the run."""
-    return ("train_logs", f"progress-{key}.json")
-
-
-class ProgressFile:
-    """Rank 0's latest step, written at most every ``PROGRESS_EVERY_S`` (the driver shows
-    it on the console while ``fit`` runs)."""
-
-    def __init__(self, run_dir: RunDir, key: str):
-        self.run_dir, self.key, self.written = run_dir, key, 0.0
-
-    def update(self, epoch: int, step: int, loss: float) -> None:
-        now = time.monotonic()
-        if now - self.written >= PROGRESS_EVERY_S:
-            record = {"epoch": epoch, "step": step, "loss": loss}
-            self.run_dir.write_json(record, *progress_file(self.key))
-            self.written = now
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

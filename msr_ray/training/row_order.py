@@ -12,7 +12,7 @@ def prefix_unit_order(train: pa.Table, seed: int) -> np.ndarray:
     Rows of one user at one summary step share the recommender prompt's prefix; they
     form a unit, units come in random order, the unit's training groups (a target and
     its negatives) in random order within it, and rows in random order within each
-    group. A micro-batch thus computes each shared prefix once (``sft_loss``) instead of
+    group. A micro-batch thus computes each shared prefix once (``training.losses``) instead of
     per row, and holds whole groups when its size is a multiple of theirs (the listwise
     objective needs them whole).
     """

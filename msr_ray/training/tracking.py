@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any, Protocol
+
+from msr_ray.config import PipelineConfig
+from msr_ray.run.registry import STAGES_BY_COMMAND
+from msr_ray.run.rundir import RunDir
 
 
 class Tracker(Protocol):
@@ -88,3 +93,32 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def tracking_uri(config: PipelineConfig, run: RunDir) -> str | None:
+    """The MLflow store of this run (None when tracking is off)."""
+    cfg = config.train
+    if cfg.tracking == "off":
+        return None
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if not run.local:
+        raise ValueError(
+            "train.tracking: mlflow needs train.tracking_uri when the run directory is not local"
+        )
+    return Path(run.path("tracking")).as_uri()
+
+
+def open_tracker(config: PipelineConfig, run: RunDir, key: str) -> Tracker:
+    """Rank 0's tracker: a new MLflow run with the config as params, or the one a
+    restarted worker had (its id is kept beside the checkpoints)."""
+    uri = tracking_uri(config, run)
+    if uri is None:
+        return NoTracking()
+    id_file = ("_parts", STAGES_BY_COMMAND["train"].output, f"{key}.mlflow.json")
+    run_id = run.read_json(*id_file)["run_id"] if run.exists(*id_file) else None
+    tracker = MlflowTracker(uri, config.train.tracking_experiment, f"train-{key[:12]}", run_id)
+    if run_id is None:
+        tracker.log_params(flatten(config.model_dump(mode="json")))
+        run.write_json({"run_id": tracker.run_id, "uri": uri}, *id_file)
+    return tracker

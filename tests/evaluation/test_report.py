@@ -91,3 +91,32 @@ def test_report_of_a_synthetic_run_shows_what_each_stage_kept(tmp_path):
     assert result["sections"] == ["dataset", "signal"]
     text = Path(result["path"]).read_text()
     assert "Signal survival" in text and "<td>100%</td>" in text
+
+
+def test_every_chart_gives_a_model_its_colour_and_the_valid_split_says_who_is_missing(
+    tmp_path, monkeypatch
+):
+    from matplotlib.axes import Axes
+
+    from msr_ray.evaluation.report import _metrics_section
+    from msr_ray.run.rundir import RunDir
+
+    metric = {"mean": 0.6, "ci_low": 0.5, "ci_high": 0.7}
+    both = {split: {"auc": metric, "groups": 4} for split in ("test", "valid")}
+    results = {"mllm-msr": {"test": both["test"]}, "popularity": both, "gru4rec": both}
+    drawn: list[tuple[str, tuple]] = []
+    real_bar = Axes.bar
+
+    def bar(self, *args, label=None, color=None, **kwargs):
+        drawn.append((label, tuple(color)))
+        return real_bar(self, *args, label=label, color=color, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", bar)
+    with RunDir(str(tmp_path)).stage_output("report") as out:
+        page = _metrics_section(out, results)
+    colours = dict(drawn)
+    assert len(drawn) == 5 and len(set(colours.values())) == 3  # 3 bars test, 2 valid
+    assert all(colours[label] == colour for label, colour in drawn)
+    valid = page.split("<h3>valid", 1)[1]
+    assert "Not scored on the valid split: mllm-msr." in valid
+    assert "Not scored" not in page.split("<h3>valid", 1)[0]

@@ -16,9 +16,9 @@ from msr_ray.models.scoring import (
     encode_prompts,
     score_full,
     score_shared,
-    sft_loss,
     split_prompt,
 )
+from msr_ray.training.losses import sft_loss
 from tests.models.families import LLM_FAMILIES, MLLM_FAMILIES
 
 # Sizes whose anyres grids (LLaVA-NeXT) and tile counts (Idefics3) differ.

@@ -8,7 +8,8 @@ from msr_ray.config import ModelSpec, TrainConfig
 from msr_ray.models.frozen_layers import FrozenLayerCache
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import lora_config
-from msr_ray.models.scoring import SplitPrompt, listwise_loss, sft_loss
+from msr_ray.models.scoring import SplitPrompt
+from msr_ray.training.losses import listwise_loss, sft_loss
 
 
 def _prompts(loaded) -> list[SplitPrompt]:

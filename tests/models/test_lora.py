@@ -7,7 +7,8 @@ from peft import PeftModel, get_peft_model
 from msr_ray.config import ModelSpec, TrainConfig
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import decoder_layer_names, lora_config
-from msr_ray.models.scoring import SplitPrompt, score_shared, sft_loss
+from msr_ray.models.scoring import SplitPrompt, score_shared
+from msr_ray.training.losses import sft_loss
 
 
 def _prompts(loaded) -> list[SplitPrompt]:

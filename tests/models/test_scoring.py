@@ -9,12 +9,11 @@ from msr_ray.models.scoring import (
     answer_ids,
     answer_tokens,
     encode_prompts,
-    listwise_loss,
     score_full,
     score_shared,
-    sft_loss,
     split_prompt,
 )
+from msr_ray.training.losses import listwise_loss, sft_loss
 
 RED, BLUE = Image.new("RGB", (40, 40), (220, 20, 20)), Image.new("RGB", (40, 40), (20, 20, 220))
 

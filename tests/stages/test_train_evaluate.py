@@ -93,17 +93,17 @@ def test_every_validation_row_is_scored_once_across_the_workers(trained):
     assert summary["final"]["valid_auc"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_validation_blocks_keep_groups_whole_and_gathered_auc_ignores_the_split():
+def test_group_slices_keep_groups_whole_and_gathered_auc_ignores_the_split():
     import pyarrow as pa
 
-    from msr_ray.stages.train import validation_blocks
+    from msr_ray.run.blocks import group_slices
     from msr_ray.training.recipe import gathered_auc
 
     groups = [f"g{n // 3}" for n in range(15)]  # 5 groups of 3 rows
     labels = [1 if n % 3 == 0 else 0 for n in range(15)]
     scores = [0.9, 0.1, 0.2, 0.1, 0.5, 0.3, 0.6, 0.7, 0.2, 0.4, 0.4, 0.9, 0.8, 0.1, 0.1]
     table = pa.table({"group": groups, "label": pa.array(labels, pa.int8()), "score": scores})
-    blocks = validation_blocks(table, 4)
+    blocks = group_slices(table, "group", 2)  # 5 groups, 2 a block
     assert [b.num_rows for b in blocks] == [6, 6, 3]
     assert pa.concat_tables(blocks).equals(table)
     assert all(
