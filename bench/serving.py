@@ -7,14 +7,17 @@ Serves the run (the Recommender ingress, Scorer replicas and the ProfileUpdater)
 requests, each one test user's candidate list (``--candidates``, 21 = the paper's 1
 positive + 20 negatives), from closed-loop clients. Prints, measured in this one run:
 
-1. p50/p99 latency and requests/s at 1, 4 and 16 concurrent clients (1 Scorer replica);
+1. p50/p99 latency and requests/s at 1, 4 and 16 concurrent clients (1 Scorer replica),
+   and beside the 1-client line a two-stage request (no candidates: the run's kept
+   ``--retriever`` proposes its top 20 of the whole catalogue, which are reranked);
 2. cross-request batching on (``max_batch_requests`` 8) against off (1), at 4 clients;
 3. a kill drill: 2 Scorer replicas under 4 clients, one killed; requests failed (the
    ingress retries the calls the dead replica held) and the seconds until 2 replicas
    answer again.
 
 ``--smoke`` runs the same code with 1 and 2 clients, one request each, and a 5 s kill
-drill (the test suite runs it on a tiny run).
+drill (the test suite runs it on a tiny run). ``--two-stage-only`` measures the two
+1-client lines alone. The run must keep the retriever (``msr-ray baseline --model sasrec``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import ray
 from ray import serve
 
 from msr_ray.config import ServeConfig
+from msr_ray.evaluation.baselines.kept import KeptBaseline
+from msr_ray.method.recommender import trained_config
 from msr_ray.run.cluster import init_ray
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress
@@ -52,6 +57,12 @@ def payloads(run: RunDir, candidates: int) -> list[bytes]:
         ).encode()
         for rows in groups.values()
     ]
+
+
+def two_stage_payloads(retriever: str) -> list[bytes]:
+    """The same users' two-stage bodies: no candidates, ``retriever``'s top 20 reranked."""
+    users = [json.loads(body)["user_id"] for body in PAYLOADS]
+    return [json.dumps({"user_id": u, "retriever": retriever, "n": 20}).encode() for u in users]
 
 
 def deploy(run_dir: str, replicas: int, batch: int) -> None:
@@ -77,8 +88,15 @@ def post(body: bytes) -> int:
         return 0
 
 
-def load(clients: int, per_client: int | None, seconds: float | None = None) -> list[tuple]:
-    """Closed-loop clients; (start, latency_s, status) of every request."""
+def load(
+    clients: int,
+    per_client: int | None,
+    seconds: float | None = None,
+    bodies: list[bytes] | None = None,
+) -> list[tuple]:
+    """Closed-loop clients sending ``bodies`` (default: the candidate lists); (start,
+    latency_s, status) of every request."""
+    bodies = bodies or PAYLOADS
     results: list[tuple] = []
     stop_at = time.perf_counter() + seconds if seconds else None
 
@@ -87,7 +105,7 @@ def load(clients: int, per_client: int | None, seconds: float | None = None) -> 
         while (per_client is None or sent < per_client) and (
             stop_at is None or time.perf_counter() < stop_at
         ):
-            body = PAYLOADS[(n * 7 + sent) % len(PAYLOADS)]
+            body = bodies[(n * 7 + sent) % len(bodies)]
             start = time.perf_counter()
             status = post(body)
             results.append((start, time.perf_counter() - start, status))
@@ -164,6 +182,10 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=4, help="requests per client")
     parser.add_argument("--kill-seconds", type=float, default=90)
     parser.add_argument("--kill-only", action="store_true", help="run the kill drill alone")
+    parser.add_argument("--retriever", default="sasrec", help="the two-stage request's")
+    parser.add_argument(
+        "--two-stage-only", action="store_true", help="the 1-client rerank and two-stage alone"
+    )
     parser.add_argument("--smoke", action="store_true", help="1-2 clients, a 5 s kill drill")
     args = parser.parse_args()
     clients = (1, 2) if args.smoke else (1, 4, 16)
@@ -174,13 +196,24 @@ def main() -> None:
     run = RunDir(args.run_dir)
     run.require("eval")
     PAYLOADS = payloads(run, args.candidates)
+    retriever = trained_config(run).baselines.output_name(args.retriever)
+    items = len(KeptBaseline.read(run, retriever).items)  # refuses a run that did not keep it
+    two_stage = two_stage_payloads(args.retriever)
     init_ray()
     print(f"{args.candidates} candidates per request, HTTP on 127.0.0.1", flush=True)
     if not args.kill_only:
         deploy(run.root, replicas=1, batch=8)
-        for n in clients:
+        for n in clients[:1] if args.two_stage_only else clients:
             figures = summary(load(n, args.per_client))
             print(f"1 replica, batching on, {n:2d} clients: {figures}", flush=True)
+            if n == 1:
+                post(two_stage[0])  # warm up: the ingress loads the retriever on first use
+                figures = summary(load(1, args.per_client, bodies=two_stage))
+                label = f"two-stage ({retriever} top 20 of {items} items + rerank)"
+                print(f"1 replica, batching on,  1 clients, {label}: {figures}", flush=True)
+        if args.two_stage_only:
+            serve.shutdown()
+            return
         deploy(run.root, replicas=1, batch=1)
         figures = summary(load(busy, args.per_client))
         print(f"1 replica, batching off, {busy:2d} clients: {figures}", flush=True)

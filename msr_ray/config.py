@@ -457,6 +457,10 @@ class TrainConfig(_Strict):
         return self
 
 
+# The kept baselines that can propose a user's top N of the whole catalogue.
+RetrieverName = Literal["popularity", "sasrec", "gru4rec"]
+
+
 class FullCatalogueConfig(_Strict):
     """`evaluate.full_catalogue`: a two-stage evaluation on the samples' test users.
 
@@ -473,7 +477,7 @@ class FullCatalogueConfig(_Strict):
         on top of the sampled lists).
     """
 
-    retriever: Literal["popularity", "sasrec", "gru4rec"]
+    retriever: RetrieverName
     n: int = Field(20, gt=0)
 
 
@@ -691,6 +695,13 @@ class ServeConfig(_Strict):
         and prompts. A local relative path is made absolute where the app is built.
     overrides: dotted overrides of that config for serving (e.g. ``mllm.device=cuda``).
     max_candidates: most candidates one request may rank.
+    retriever: what proposes the candidates of a ``POST /recommend`` without
+        ``candidates`` (two-stage: its top N of the whole catalogue, the user's history
+        left out, then reranked by the recommender): the baseline the run kept in
+        ``baselines/<name>/`` (named as the run's ``baselines.train_users`` names it;
+        `msr-ray baseline --model <m>` keeps it). A request may name another.
+    retrieve_n: items the retriever proposes when a request names no ``n``, each one
+        scored by the recommender (capped at ``max_candidates``).
     max_batch_requests: requests whose candidates are scored together (Serve batching).
     batch_wait_s: how long a batch waits for more requests.
     max_body_bytes: larger request bodies get 413 before they are decoded.
@@ -718,6 +729,8 @@ class ServeConfig(_Strict):
     run_dir: str
     overrides: list[str] = Field(default_factory=list)
     max_candidates: int = Field(100, gt=0)
+    retriever: RetrieverName = "sasrec"
+    retrieve_n: int = Field(20, gt=0)
     max_batch_requests: int = Field(4, gt=0)
     batch_wait_s: float = Field(0.01, ge=0)
     max_body_bytes: int = Field(64 * 1024, gt=0)

@@ -29,7 +29,7 @@ LAYERS = {
 }  # fmt: skip
 SIBLINGS_APART = [{"method", "evaluation"}, {"stages", "serving"}]
 RAY_FREE = ["data", "models", "method", "evaluation"]
-RAY_FREE_SERVING = ["api.py", "catalog.py", "keys.py", "profiles.py", "requests.py"]
+RAY_FREE_SERVING = ["api.py", "catalog.py", "keys.py", "profiles.py", "requests.py", "retrieval.py"]
 
 
 def _part(path: Path) -> str:

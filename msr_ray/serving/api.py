@@ -4,20 +4,37 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from msr_ray.config import RetrieverName
+
 
 class RecommendBody(BaseModel):
-    """POST /recommend: rank ``candidates`` for ``user_id``."""
+    """POST /recommend: rank ``candidates`` for ``user_id``; without them (two-stage),
+    ``retriever``'s top ``n`` of the whole catalogue, the user's history left out."""
 
     user_id: str = Field(min_length=1, examples=["u0"])
-    candidates: list[str] = Field(min_length=1, examples=[["i3", "i42", "i7"]])
+    candidates: list[str] | None = Field(None, min_length=1, examples=[["i3", "i42", "i7"]])
     top_k: int | None = Field(None, ge=1, description="return the best top_k (default: all)")
+    n: int | None = Field(
+        None, ge=1, description="no candidates: items retrieved (default: the serve config's)"
+    )
+    retriever: RetrieverName | None = Field(
+        None, description="no candidates: the kept baseline that retrieves (default: config's)"
+    )
 
 
 class RankedItem(BaseModel):
     rank: int
     item_id: str
     title: str
-    score: float = Field(description="P(yes): will the user interact with this item next")
+    score: float = Field(
+        description="P(yes): will the user interact with this item next (the rerank score)"
+    )
+    retrieval_rank: int | None = Field(
+        None, description="two-stage: the item's rank in the retriever's list (else null)"
+    )
+    retrieval_score: float | None = Field(
+        None, description="two-stage: the retriever's score of the item (else null)"
+    )
 
 
 class RecommendAnswer(BaseModel):
@@ -25,6 +42,11 @@ class RecommendAnswer(BaseModel):
     explanation: str = Field(description="the user's latest preference summary")
     summary_covers_items: int = Field(description="history items the summary covers")
     candidates: int
+    retriever: str | None = Field(
+        None,
+        description="two-stage: what proposed the candidates, e.g. `sasrec` or "
+        "`popularity (fallback: empty history)`; null when the request named them",
+    )
     ranking: list[RankedItem]
 
 
@@ -90,4 +112,11 @@ ERRORS = {
     **KEY_ERRORS,
     404: {"model": ErrorAnswer, "description": "unknown user or item, or an item with no image"},
     413: {"model": ErrorAnswer, "description": "body over max_body_bytes"},
+}
+RECOMMEND_ERRORS = {
+    **ERRORS,
+    503: {
+        "model": ErrorAnswer,
+        "description": "no candidates, and the run kept no model of the retriever",
+    },
 }

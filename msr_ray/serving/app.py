@@ -3,16 +3,22 @@ with the user's preference summary, which online events keep current.
 
     serve run serve_configs/recommender.yaml
     curl -X POST localhost:8000/recommend -d '{"user_id": "1", "candidates": ["10", "20"]}'
+    curl -X POST localhost:8000/recommend -d '{"user_id": "1", "n": 20}'   # two-stage
 
 A FastAPI ingress: ``POST /recommend``, ``GET /users/{id}``, ``POST /users/{id}/events``,
 ``GET /healthz``, ``GET /stats``, the browse page at ``/`` and the OpenAPI docs at
 ``/docs``. The ingress holds the catalog and builds each request's candidate rows; the
 ``Scorer`` deployment (``serving/scorer.py``) holds the model and scores requests arriving
-together in one batch. A scoring call whose replica dies is retried once (on another
+together in one batch. A request without ``candidates`` is two-stage: a baseline the run
+kept (``retriever`` in the config, or the request's) proposes its top N of the whole
+catalogue, the user's history left out, and those are ranked as a request's candidates
+are; the retriever is a small CPU model loaded in the ingress replica beside the catalog
+(``serving/retrieval.py``). A scoring call whose replica dies is retried once (on another
 replica: Serve's router drops a dead one), so a lost replica fails no request. Both
 autoscale on ongoing requests (see the serve config). Events go to the single
 ``ProfileUpdater`` (``serving/updater.py``). Bad requests get a JSON error with status 400
-(malformed), 404 (unknown user or item) or 413 (too large), and are counted by reason in
+(malformed), 404 (unknown user or item), 413 (too large) or 503 (a two-stage request
+whose retriever the run did not keep), and are counted by reason in
 ``stats()``. ``user_config`` (run_dir, overrides, batching knobs, key settings) is
 applied by ``reconfigure`` without a redeploy.
 
@@ -31,7 +37,7 @@ whose app asks for more than the cluster has says so in one warning line.
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -49,12 +55,14 @@ from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.instance import http_host, replica_view
 from msr_ray.serving.keys import ApiKeys, check_exposure
 from msr_ray.serving.requests import (
+    RecommendRequest,
     RequestError,
     decode_body,
     error_response,
     parse_events,
     parse_request,
 )
+from msr_ray.serving.retrieval import Proposal, ServedRetrieval
 from msr_ray.serving.scorer import Scorer, run_key
 from msr_ray.serving.updater import ProfileUpdater, answer
 
@@ -84,6 +92,7 @@ class Served:
     settings: ServeConfig
     catalog: ServingCatalog
     keys: ApiKeys
+    retrieval: ServedRetrieval
 
 
 def _keys(settings: ServeConfig, host: str | None) -> ApiKeys:
@@ -96,13 +105,16 @@ def _keys(settings: ServeConfig, host: str | None) -> ApiKeys:
 
 def _load(settings: ServeConfig, host: str | None) -> Served:
     """The keys, then the run's items and summaries (the run must hold a trained adapter:
-    the Scorer deployment loads it)."""
+    the Scorer deployment loads it) and its default retriever (when kept)."""
     from msr_ray.method.recommender import trained_config
 
     keys = _keys(settings, host)
     run = RunDir(settings.run_dir)
     config = trained_config(run, settings.overrides)  # refuses a run without `train`
-    return Served(settings, ServingCatalog.from_run(run, config.recommender), keys)
+    catalog = ServingCatalog.from_run(run, config.recommender)
+    retrieval = ServedRetrieval(run, config.baselines, catalog)
+    retrieval.preload(settings.retriever)
+    return Served(settings, catalog, keys, retrieval)
 
 
 def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
@@ -110,6 +122,12 @@ def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
     class, which Serve pickles with the globals it sees."""
     offset, limit = max(0, offset), max(0, min(limit, 1000))
     return {"total": len(ids), "ids": ids[offset : offset + limit]}
+
+
+def _retrieved(retrieved: dict[str, tuple[int, float]], item: str) -> dict[str, Any]:
+    """An item's retrieval rank and score (null when the request named the candidates)."""
+    rank, score = retrieved.get(item, (None, None))
+    return {"retrieval_rank": rank, "retrieval_score": score}
 
 
 @serve.deployment(
@@ -148,7 +166,10 @@ class RecommenderIngress:
             self.served = await asyncio.to_thread(_load, settings, self.host)
             log.info("now serving %s", settings.run_dir)
         else:
-            self.served = Served(settings, self.served.catalog, _keys(settings, self.host))
+            served = self.served
+            self.served = Served(
+                settings, served.catalog, _keys(settings, self.host), served.retrieval
+            )
 
     # -- routes ------------------------------------------------------------------------
 
@@ -160,11 +181,12 @@ class RecommenderIngress:
     @http_api.post(
         "/recommend",
         response_model=schemas.RecommendAnswer,
-        responses=schemas.ERRORS,
+        responses=schemas.RECOMMEND_ERRORS,
         openapi_extra=_json_body(schemas.RecommendBody),
     )
     async def post_recommend(self, http: Request) -> Any:
         """Rank the candidates by P(yes); the user's newest preference summary explains it.
+        Without candidates: a retriever's top ``n`` of the catalogue, reranked.
 
         The body is read and checked here (key, size, depth, then fields) before any work.
         """
@@ -331,7 +353,8 @@ class RecommenderIngress:
         return exc
 
     async def recommend(self, payload: Any) -> dict[str, Any]:
-        """Rank the request's candidates by P(yes); the user's newest summary explains it."""
+        """Rank the request's candidates (or, without any, the retriever's top N) by
+        P(yes); the user's newest summary explains it."""
         served = self.served
         try:
             request = parse_request(payload, served.settings.max_candidates)
@@ -339,11 +362,20 @@ class RecommenderIngress:
         except RequestError as exc:
             raise self._refused(exc) from None
         online = await self._profile_call("latest", request.user_id)
+        proposal = None
+        if not request.candidates:
+            proposal = await self._propose(served, request, online["online_items"])
+            request = replace(request, candidates=tuple(item for item, _ in proposal.items))
         rows = served.catalog.candidate_rows(request, online["summary"], online["online_items"])
-        scores = await self._scores(served.settings, rows)
+        scores = await self._scores(served.settings, rows) if rows else []
         ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
+        retrieved = {
+            item: (rank, score)
+            for rank, (item, score) in enumerate(proposal.items if proposal else [], start=1)
+        }
         ranking = [
             {"rank": n, "item_id": row["item_id"], "title": row["title"], "score": score}
+            | _retrieved(retrieved, row["item_id"])
             for n, (row, score) in enumerate(ranked[: request.top_k], start=1)
         ]
         self.counts["answered"] += 1
@@ -352,8 +384,26 @@ class RecommenderIngress:
             "explanation": online["summary"],
             "summary_covers_items": online["step"],
             "candidates": len(rows),
+            "retriever": proposal.retriever if proposal else None,
             "ranking": ranking,
         }
+
+    async def _propose(
+        self, served: Served, request: RecommendRequest, online_items: list[str]
+    ) -> Proposal:
+        """The retriever's top N after the history serving knows (batch, then online)."""
+        settings = served.settings
+        history = served.catalog.item_history(request.user_id, online_items)
+        name = request.retriever or settings.retriever
+        n = request.n or min(settings.retrieve_n, settings.max_candidates)
+        try:
+            proposal = await asyncio.to_thread(served.retrieval.propose, name, history, n)
+        except RequestError as exc:
+            raise self._refused(exc) from None
+        self.counts["two_stage"] += 1
+        if proposal.fallback:
+            self.counts["retrieval_fallback"] += 1
+        return proposal
 
     async def _scores(self, settings: ServeConfig, rows: list[dict[str, Any]]) -> list[float]:
         """The Scorer's P(yes) of every row; a call whose replica died is retried once

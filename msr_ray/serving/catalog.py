@@ -66,16 +66,21 @@ class ServingCatalog:
         if user_id not in self.users:
             raise unknown_user(user_id)
 
+    def item_history(self, user_id: str, online_items: list[str]) -> list[str]:
+        """The user's batch history, then the items added online, oldest first."""
+        return [*self.histories.get(user_id, []), *online_items]
+
     def history(self, user_id: str, online_items: list[str]) -> list[dict[str, str]]:
         """The user's batch history, then the items added online: id and title each."""
         self.check_user(user_id)
         return [
             {"item_id": item, "title": self.items[item]["title"] if item in self.items else ""}
-            for item in [*self.histories.get(user_id, []), *online_items]
+            for item in self.item_history(user_id, online_items)
         ]
 
     def check_candidates(self, request: RecommendRequest) -> None:
-        """404 for an unknown user or any unknown candidate."""
+        """404 for an unknown user or any unknown candidate (a request without candidates:
+        for an unknown user)."""
         self.check_user(request.user_id)
         unknown = [item for item in request.candidates if item not in self.items]
         if unknown:
@@ -87,7 +92,7 @@ class ServingCatalog:
         """One scoring row per (checked) candidate, with the user's summary and, when the
         recommender shows them, the user's most recent items (batch history, then the
         items added online)."""
-        history = [*self.histories.get(request.user_id, []), *online_items]
+        history = self.item_history(request.user_id, online_items)
         recent = recent_lines(history, self.titles, self.descriptions, self.settings)
         return [
             {**self.items[item], "summary": summary, "recent": recent}

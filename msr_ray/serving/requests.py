@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from msr_ray.config import RetrieverName
 from msr_ray.data.ids import normalize_id
 
 
@@ -38,11 +39,15 @@ def unknown_items(unknown: list[str]) -> RequestError:
 
 @dataclass(frozen=True)
 class RecommendRequest:
-    """Rank ``candidates`` for ``user_id``; return the best ``top_k`` (None = all)."""
+    """Rank ``candidates`` for ``user_id``; return the best ``top_k`` (None = all). No
+    candidates: ``retriever`` proposes its top ``n`` of the catalogue (None: the served
+    defaults) and those are ranked."""
 
     user_id: str
     candidates: tuple[str, ...]
     top_k: int | None = None
+    n: int | None = None
+    retriever: str | None = None
 
 
 def error_response(exc: RequestError) -> Any:
@@ -116,21 +121,43 @@ def _ids(value: Any, field: str, limit: int) -> tuple[str, ...]:
     return tuple(normalize_id(v) for v in value)
 
 
+def _count(value: Any, field: str, limit: int | None = None) -> int | None:
+    """An optional positive integer field (at most ``limit``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(f"'{field}' must be a positive integer")
+    if limit is not None and value > limit:
+        raise RequestError(f"'{field}' is {value}; at most {limit} per request")
+    return value
+
+
+RETRIEVERS = get_args(RetrieverName)
+FIELDS = ("user_id", "candidates", "top_k", "n", "retriever")
+
+
 def parse_request(payload: Any, max_candidates: int) -> RecommendRequest:
-    """Check a decoded JSON body: {"user_id": str, "candidates": [str, ...], "top_k": int?}."""
+    """Check a decoded JSON body: {"user_id": str, "candidates": [str, ...], "top_k": int?}
+    or, two-stage, {"user_id": str, "n": int?, "retriever": str?, "top_k": int?}."""
     if not isinstance(payload, dict):
         raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(payload) - {"user_id", "candidates", "top_k"})
+    unknown = sorted(set(payload) - set(FIELDS))
     if unknown:
-        raise RequestError(f"unknown fields {unknown[:5]}; expected user_id, candidates, top_k")
+        raise RequestError(f"unknown fields {unknown[:5]}; expected {', '.join(FIELDS)}")
     user_id = payload.get("user_id")
     if not isinstance(user_id, str) or not user_id:
         raise RequestError("'user_id' must be a non-empty string")
-    candidates = _ids(payload.get("candidates"), "candidates", max_candidates)
-    top_k = payload.get("top_k")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise RequestError("'top_k' must be a positive integer")
-    return RecommendRequest(normalize_id(user_id), candidates, top_k)
+    top_k = _count(payload.get("top_k"), "top_k")
+    if payload.get("candidates") is not None:
+        if payload.keys() & {"n", "retriever"}:
+            raise RequestError("'n' and 'retriever' apply only to a request without candidates")
+        candidates = _ids(payload["candidates"], "candidates", max_candidates)
+        return RecommendRequest(normalize_id(user_id), candidates, top_k)
+    retriever = payload.get("retriever")
+    if retriever is not None and retriever not in RETRIEVERS:
+        raise RequestError(f"'retriever' must be one of {', '.join(RETRIEVERS)}")
+    n = _count(payload.get("n"), "n", max_candidates)
+    return RecommendRequest(normalize_id(user_id), (), top_k, n, retriever)
 
 
 MAX_EVENT_ID_CHARS = 128

@@ -5,6 +5,9 @@ this process (the session's Ray, no second start-up)."""
 
 import re
 
+from msr_ray.evaluation.baselines.runner import run_baseline
+from msr_ray.method.recommender import trained_config
+from msr_ray.run.rundir import RunDir
 from tests.conftest import shared_dataset
 
 RATIO = r"ratio[^\n]*: \d+\.\d\dx"
@@ -58,6 +61,10 @@ def test_learning_bench(bench, finished_run):
 
 
 def test_serving_bench(bench, finished_run):
-    out = bench("serving", f"--run-dir={finished_run}", "--smoke")
+    run = RunDir(finished_run)
+    run_baseline(trained_config(run), run, "pop")  # the two-stage request's retriever
+    out = bench("serving", f"--run-dir={finished_run}", "--smoke", "--retriever=popularity")
     assert re.search(r"1 replica, batching on,  2 clients: p50 .*\(2 requests, 0 failed\)", out)
+    two_stage = r"1 clients, two-stage \(popularity top 20 of \d+ items \+ rerank\): p50 .*"
+    assert re.search(two_stage + r"\(1 requests, 0 failed\)", out), out
     assert re.search(r"kill drill \(2 replicas, 2 clients\): \d+ requests, 0 failed", out), out

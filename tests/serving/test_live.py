@@ -17,6 +17,7 @@ from ray import serve
 
 from msr_ray.config import ServeConfig
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
+from msr_ray.evaluation.baselines.runner import run_baseline
 from msr_ray.method.recommender import trained_config
 from msr_ray.run import cluster
 from msr_ray.run.rundir import RunDir
@@ -204,6 +205,56 @@ def test_reconfigure_switches_runs_without_a_new_replica(live_run, tmp_path):
         assert status == 200 and profile["step"] == 6 and len(profile["history"]) == 6
         status, ranked = _call("/recommend", {"user_id": "u2", "candidates": ["r0", "b5"]})
         assert status == 200 and ranked["summary_covers_items"] == 6
+    finally:
+        serve.shutdown()
+
+
+def test_two_stage_recommend_reranks_the_retrievers_top_n_of_the_whole_catalogue(
+    live_run, tmp_path
+):
+    """No candidates: the kept SASRec's top n of the catalogue (the history the serving side
+    knows left out, online events included), reranked exactly as named candidates are."""
+    run = _copy(live_run, tmp_path / "two-stage")
+    tiny = ["baselines.epochs=2", "baselines.hidden_size=16", "baselines.num_layers=1"]
+    run_baseline(trained_config(run, tiny), run, "sasrec")
+    _serve(run.root)
+    try:
+        status, answer = _call("/recommend", {"user_id": "u0", "n": 6})
+        assert status == 200 and answer["retriever"] == "sasrec" and answer["candidates"] == 6
+        ranking = answer["ranking"]
+        history = {h["item_id"] for h in _call("/users/u0")[1]["history"]}
+        assert len(history) == 2 and not history & {r["item_id"] for r in ranking}
+        assert sorted(r["retrieval_rank"] for r in ranking) == list(range(1, 7))
+        assert all(isinstance(r["retrieval_score"], float) for r in ranking)
+        scores = [r["score"] for r in ranking]
+        assert scores == sorted(scores, reverse=True)  # ordered by the rerank score
+        assert [r["rank"] for r in ranking] == list(range(1, 7))
+        named = {"user_id": "u0", "candidates": [r["item_id"] for r in ranking]}
+        status, reranked = _call("/recommend", named)  # the same items, named
+        assert status == 200 and reranked["retriever"] is None
+        assert {r["item_id"]: r["score"] for r in reranked["ranking"]} == pytest.approx(
+            {r["item_id"]: r["score"] for r in ranking}, abs=1e-4
+        )
+        assert reranked["ranking"][0]["retrieval_rank"] is None
+
+        top = ranking[0]["item_id"]
+        assert _call("/users/u0/events", {"items": [top]})[0] == 200
+        status, after = _call("/recommend", {"user_id": "u0", "top_k": 3})
+        assert status == 200 and len(after["ranking"]) == 3 and after["candidates"] == 9
+        assert top not in {r["item_id"] for r in after["ranking"]}  # an online event counts
+
+        status, refused = _call("/recommend", {"user_id": "u0", "retriever": "gru4rec"})
+        assert status == 503 and refused["reason"] == "no_retriever"
+        assert "baselines/gru4rec/" in refused["error"] and "--model gru4rec" in refused["error"]
+        for bad in ({"n": 0}, {"n": 13}, {"retriever": "bert4rec"}, {"n": 2, "candidates": ["r0"]}):
+            status, refused = _call("/recommend", {"user_id": "u0", **bad})
+            assert status == 400 and refused["reason"] == "malformed", bad
+        stats = _call("/stats")[1]
+        assert {k: stats.get(k) for k in ("two_stage", "no_retriever", "malformed")} == {
+            "two_stage": 2,
+            "no_retriever": 1,
+            "malformed": 4,
+        }
     finally:
         serve.shutdown()
 

@@ -26,13 +26,24 @@ def test_a_valid_request_is_parsed():
     assert parse_request({"user_id": "u1", "candidates": ["a"]}, 5).top_k is None
 
 
+def test_a_request_without_candidates_is_two_stage():
+    assert parse_request({"user_id": "u1"}, 5) == RecommendRequest("u1", ())
+    two_stage = {"user_id": "u1", "candidates": None, "n": 5, "retriever": "gru4rec", "top_k": 2}
+    assert parse_request(two_stage, 5) == RecommendRequest("u1", (), 2, 5, "gru4rec")
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (["u1"], "JSON object"),
         ({"candidates": ["a"]}, "'user_id'"),
         ({"user_id": "", "candidates": ["a"]}, "'user_id'"),
-        ({"user_id": "u1"}, "'candidates' must be a non-empty list"),
+        ({"user_id": "u1", "n": 0}, "'n' must be a positive integer"),
+        ({"user_id": "u1", "n": "20"}, "'n' must be a positive integer"),
+        ({"user_id": "u1", "n": 6}, "'n' is 6; at most 5"),
+        ({"user_id": "u1", "retriever": "bert4rec"}, "'retriever' must be one of popularity"),
+        ({"user_id": "u1", "retriever": ["sasrec"]}, "'retriever' must be one of"),
+        ({"user_id": "u1", "candidates": ["a"], "n": 2}, "only to a request without candidates"),
         ({"user_id": "u1", "candidates": []}, "non-empty list"),
         ({"user_id": "u1", "candidates": ["a", 3]}, "non-empty strings"),
         ({"user_id": "u1", "candidates": ["a", "b", "a"]}, "repeats item ids \\['a'\\]"),
