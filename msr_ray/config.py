@@ -695,13 +695,18 @@ class ServeConfig(_Strict):
     batch_wait_s: how long a batch waits for more requests.
     max_body_bytes: larger request bodies get 413 before they are decoded.
     max_json_depth: JSON nested deeper gets 400 before it is decoded.
+    max_item_bytes: ``POST /items`` bodies larger get 413 before they are decoded (the
+        image travels base64-encoded: about 3/4 of this is the largest image).
+    items_sync_s: an ingress replica asks the ProfileUpdater for items posted through
+        other replicas when a request names an item it does not know, and before item
+        listings when it last asked more than this many seconds ago.
     api_keys_file: a file of API keys, one a line (blank lines and ``#`` lines ignored),
         read by each ingress replica where it runs (a relative path is made absolute
         where the app is built). Missing, unreadable or keyless: the app does not start.
     api_keys_env: the name of an environment variable holding comma-separated API keys,
         read in each ingress replica's process (set it where Ray starts on every node).
         Unset or empty: the app does not start. With either source set, writes
-        (``POST /users/{id}/events``) need a key: ``Authorization: Bearer <key>`` or
+        (``POST /users/{id}/events``, ``POST /items``) need a key: ``Authorization: Bearer <key>`` or
         ``X-API-Key: <key>`` (401 without one, 403 with a wrong one).
     keys_on_reads: reads (``/recommend``, ``/users...``, ``/items...``) need a key too;
         ``/``, ``/healthz``, ``/stats`` and ``/docs`` stay open. Needs a key source.
@@ -722,6 +727,8 @@ class ServeConfig(_Strict):
     batch_wait_s: float = Field(0.01, ge=0)
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(8, gt=1)
+    max_item_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    items_sync_s: float = Field(5.0, ge=0)
     api_keys_file: str | None = Field(None, min_length=1)
     api_keys_env: str | None = Field(None, min_length=1)
     keys_on_reads: bool = False
