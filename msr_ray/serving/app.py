@@ -6,18 +6,18 @@ with the user's preference summary, which online events keep current.
 
 A FastAPI ingress: ``POST /recommend``, ``GET /users/{id}``, ``POST /users/{id}/events``,
 ``POST /items``, ``GET /items/{id}``, ``GET /healthz``, ``GET /stats``, the browse page at
-``/`` and the OpenAPI docs at ``/docs``. The ingress holds the catalog and builds each request's candidate rows; the
-``Scorer`` deployment (``serving/scorer.py``) holds the model and scores requests arriving
-together in one batch. A scoring call whose replica dies is retried once (on another
-replica: Serve's router drops a dead one), so a lost replica fails no request. Both
-autoscale on ongoing requests (see the serve config). Events and new items go to the
-single ``ProfileUpdater`` (``serving/updater.py``), which writes both. The replica that
-took a new item adds it to its catalog at once; the others fetch it from the updater
-when a request names an item they do not know, or before a listing every
+``/`` and the OpenAPI docs at ``/docs``. The ingress holds the catalog and builds each
+request's candidate rows; the ``Scorer`` deployment (``serving/scorer.py``) holds the model
+and scores requests arriving together in one batch. A scoring call whose replica dies is
+retried once (on another replica: Serve's router drops a dead one), so a lost replica fails
+no request. Both autoscale on ongoing requests (see the serve config). Events and new items
+go to the single ``ProfileUpdater`` (``serving/updater.py``), which writes both. The
+replica that took a new item adds it to its catalog at once; the others fetch it from the
+updater when a request names an item they do not know, or before a listing every
 ``items_sync_s`` (``serving/items.py``). Bad requests get a JSON error with status 400
-(malformed), 404 (unknown user or item) or 413 (too large), and are counted by reason in
-``stats()``. ``user_config`` (run_dir, overrides, batching knobs, key settings) is
-applied by ``reconfigure`` without a redeploy.
+(malformed), 404 (unknown user or item), 409 (a posted item id the run holds) or 413 (too
+large), and are counted by reason in ``stats()``. ``user_config`` (run_dir, overrides,
+batching knobs, key settings) is applied by ``reconfigure`` without a redeploy.
 
 With API keys configured (``serving/keys.py``), writes need one, and reads too with
 ``keys_on_reads``: 401 without a key, 403 with a wrong one, counted like other refusals.
@@ -51,7 +51,7 @@ from msr_ray.run.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.instance import http_host, replica_view
-from msr_ray.serving.items import parse_item
+from msr_ray.serving.items import newest_items, parse_item
 from msr_ray.serving.keys import ApiKeys, check_exposure
 from msr_ray.serving.requests import (
     RequestError,
@@ -235,8 +235,9 @@ class RecommenderIngress:
         "/users/{user_id}/candidates", response_model=schemas.Page, responses=schemas.ERRORS
     )
     async def user_candidates(self, user_id: str, http: Request, n: int = 20) -> Any:
-        """``n`` (at most max_candidates) items the user has not interacted with, a fixed
-        sample per user: what the browse page ranks."""
+        """``n`` (at most max_candidates) items the user has not interacted with: the
+        newest posted online (up to a quarter), then a fixed sample per user. What the
+        browse page ranks."""
         user_id = normalize_id(user_id)
         try:
             self._authorize(http)
@@ -244,7 +245,10 @@ class RecommenderIngress:
             await self._sync_items(self.served, ())
             seen = set(self.served.catalog.histories.get(user_id, [])) | set(online["online_items"])
             n = max(1, min(n, self.served.settings.max_candidates))
-            ids = self.served.catalog.sample_unseen(user_id, seen, n)
+            fresh = newest_items(self.served.catalog.posted, n // 4, seen)
+            ids = fresh + self.served.catalog.sample_unseen(
+                user_id, seen | set(fresh), n - len(fresh)
+            )
             return {"total": len(ids), "ids": ids}
         except RequestError as exc:
             return error_response(exc)
@@ -257,7 +261,7 @@ class RecommenderIngress:
             await self._sync_items(self.served, ())
         except RequestError as exc:
             return error_response(exc)
-        return _page(sorted(self.served.catalog.items), offset, limit)
+        return _page(await asyncio.to_thread(sorted, self.served.catalog.items), offset, limit)
 
     @http_api.get("/items/{item_id}/image", responses=schemas.ERRORS)
     async def item_image(self, item_id: str, http: Request) -> Any:

@@ -186,6 +186,7 @@ def test_a_posted_item_is_keyed_summarized_rankable_on_every_ingress_and_kept(li
         # The replica that did not take the post (no items_posted) ranked it too.
         assert any(s.get("answered") and not s.get("items_posted") for s in stats)
         assert any(s.get("items_posted") == 1 for s in stats)
+        assert _call("/users/u0/candidates?n=8")[1]["ids"][0] == "new red"  # the page's slot
         status, event = _call("/users/u0/events", {"items": ["new red"]}, key)
         assert status == 200 and event["online_items"] == ["new red"]
     finally:
