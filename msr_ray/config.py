@@ -702,17 +702,26 @@ class ServeConfig(_Strict):
         `msr-ray baseline --model <m>` keeps it). A request may name another.
     retrieve_n: items the retriever proposes when a request names no ``n``, each one
         scored by the recommender (capped at ``max_candidates``).
+    fresh_items: the fresh-items slot of a two-stage answer: up to this many of the
+        newest items posted online (``POST /items``) outside the user's history are
+        reranked beside the retriever's top N (a retriever trained on interactions never
+        proposes an item nobody has touched); 0 turns the slot off.
     max_batch_requests: requests whose candidates are scored together (Serve batching).
     batch_wait_s: how long a batch waits for more requests.
     max_body_bytes: larger request bodies get 413 before they are decoded.
     max_json_depth: JSON nested deeper gets 400 before it is decoded.
+    max_item_bytes: ``POST /items`` bodies larger get 413 before they are decoded (the
+        image travels base64-encoded: about 3/4 of this is the largest image).
+    items_sync_s: an ingress replica asks the ProfileUpdater for items posted through
+        other replicas when a request names an item it does not know, and before item
+        listings when it last asked more than this many seconds ago.
     api_keys_file: a file of API keys, one a line (blank lines and ``#`` lines ignored),
         read by each ingress replica where it runs (a relative path is made absolute
         where the app is built). Missing, unreadable or keyless: the app does not start.
     api_keys_env: the name of an environment variable holding comma-separated API keys,
         read in each ingress replica's process (set it where Ray starts on every node).
         Unset or empty: the app does not start. With either source set, writes
-        (``POST /users/{id}/events``) need a key: ``Authorization: Bearer <key>`` or
+        (``POST /users/{id}/events``, ``POST /items``) need a key: ``Authorization: Bearer <key>`` or
         ``X-API-Key: <key>`` (401 without one, 403 with a wrong one).
     keys_on_reads: reads (``/recommend``, ``/users...``, ``/items...``) need a key too;
         ``/``, ``/healthz``, ``/stats`` and ``/docs`` stay open. Needs a key source.
@@ -731,10 +740,13 @@ class ServeConfig(_Strict):
     max_candidates: int = Field(100, gt=0)
     retriever: RetrieverName = "sasrec"
     retrieve_n: int = Field(20, gt=0)
+    fresh_items: int = Field(2, ge=0)
     max_batch_requests: int = Field(4, gt=0)
     batch_wait_s: float = Field(0.01, ge=0)
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(8, gt=1)
+    max_item_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    items_sync_s: float = Field(5.0, ge=0)
     api_keys_file: str | None = Field(None, min_length=1)
     api_keys_env: str | None = Field(None, min_length=1)
     keys_on_reads: bool = False

@@ -56,8 +56,9 @@ VERSION_NAME = re.compile(r"v\d{20}-[0-9a-f]{6}")
 # An object-store lock without a heartbeat for this long is taken over (seconds).
 DEFAULT_LEASE_S = 600.0
 LEASE_ENV = "MSR_RAY_LOCK_LEASE_S"
-# Folders the lock-time cleanup leaves alone: serving writes ``profiles/`` without the lock.
-UNLOCKED_FOLDERS = ("profiles",)
+# Folders the lock-time cleanup leaves alone: serving writes ``profiles/`` and
+# ``online_items/`` (``serving/items.py``) without the lock.
+UNLOCKED_FOLDERS = ("profiles", "online_items")
 
 
 def absolute_location(uri: str) -> str:

@@ -35,6 +35,9 @@ class RankedItem(BaseModel):
     retrieval_score: float | None = Field(
         None, description="two-stage: the retriever's score of the item (else null)"
     )
+    fresh: bool = Field(
+        False, description="two-stage: a newest posted item, from the fresh-items slot"
+    )
 
 
 class RecommendAnswer(BaseModel):
@@ -90,6 +93,35 @@ class EventsAnswer(BaseModel):
     events: int = Field(description="online events accepted for this user so far")
 
 
+class ItemBody(BaseModel):
+    """POST /items: a new item, checked like the dataset's items."""
+
+    item_id: str = Field(min_length=1, max_length=256, examples=["new-1"])
+    title: str = Field(min_length=1, max_length=1000, examples=["Bright red clip"])
+    text: str = Field("", max_length=1000)
+    image_base64: str | None = Field(
+        None, description="the image (JPEG, PNG, WEBP, GIF or BMP), base64-encoded"
+    )
+
+
+class ItemAnswer(BaseModel):
+    """An item and its summary (POST /items answers once it is durable)."""
+
+    item_id: str
+    title: str
+    text: str | None = None
+    summary: str | None = Field(
+        description="the summarize-items summary (dataset items: when the served "
+        "recommender reads item summaries)"
+    )
+    error: str | None = Field(None, description="why the summary fell back to text, or is empty")
+    model: str | None = None
+    online: bool = Field(description="true for an item posted by POST /items")
+    has_image: bool
+    posted_at: float | None = None
+    stored_at: str | None = Field(None, description="the item's record in the run directory")
+
+
 class Page(BaseModel):
     """A slice of a listing: ``total`` ids exist."""
 
@@ -119,4 +151,9 @@ RECOMMEND_ERRORS = {
         "model": ErrorAnswer,
         "description": "no candidates, and the run kept no model of the retriever",
     },
+}
+ITEM_ERRORS = {
+    **ERRORS,
+    409: {"model": ErrorAnswer, "description": "the run already holds this item id"},
+    413: {"model": ErrorAnswer, "description": "body over max_item_bytes, or image too large"},
 }

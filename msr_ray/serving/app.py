@@ -6,21 +6,24 @@ with the user's preference summary, which online events keep current.
     curl -X POST localhost:8000/recommend -d '{"user_id": "1", "n": 20}'   # two-stage
 
 A FastAPI ingress: ``POST /recommend``, ``GET /users/{id}``, ``POST /users/{id}/events``,
-``GET /healthz``, ``GET /stats``, the browse page at ``/`` and the OpenAPI docs at
-``/docs``. The ingress holds the catalog and builds each request's candidate rows; the
-``Scorer`` deployment (``serving/scorer.py``) holds the model and scores requests arriving
-together in one batch. A request without ``candidates`` is two-stage: a baseline the run
-kept (``retriever`` in the config, or the request's) proposes its top N of the whole
-catalogue, the user's history left out, and those are ranked as a request's candidates
-are; the retriever is a small CPU model loaded in the ingress replica beside the catalog
-(``serving/retrieval.py``). A scoring call whose replica dies is retried once (on another
-replica: Serve's router drops a dead one), so a lost replica fails no request. Both
-autoscale on ongoing requests (see the serve config). Events go to the single
-``ProfileUpdater`` (``serving/updater.py``). Bad requests get a JSON error with status 400
-(malformed), 404 (unknown user or item), 413 (too large) or 503 (a two-stage request
-whose retriever the run did not keep), and are counted by reason in
-``stats()``. ``user_config`` (run_dir, overrides, batching knobs, key settings) is
-applied by ``reconfigure`` without a redeploy.
+``POST /items``, ``GET /items/{id}``, ``GET /healthz``, ``GET /stats``, the browse page at
+``/`` and the OpenAPI docs at ``/docs``. The ingress holds the catalog and builds each
+request's candidate rows; the ``Scorer`` deployment (``serving/scorer.py``) holds the model
+and scores requests arriving together in one batch. A request without ``candidates`` is
+two-stage: a baseline the run kept (``retriever`` in the config, or the request's) proposes
+its top N of the whole catalogue, the user's history left out, and those are ranked as a
+request's candidates are; the retriever is a small CPU model loaded in the ingress replica
+beside the catalog (``serving/retrieval.py``). A scoring call whose replica dies is retried
+once (on another replica: Serve's router drops a dead one), so a lost replica fails no
+request. Both autoscale on ongoing requests (see the serve config). Events and new items go
+to the single ``ProfileUpdater`` (``serving/updater.py``), which writes both. The replica
+that took a new item adds it to its catalog at once; the others fetch it from the updater
+when a request names an item they do not know, or before a listing every ``items_sync_s``
+(``serving/items.py``). Bad requests get a JSON error with status 400 (malformed), 404
+(unknown user or item), 409 (a posted item id the run holds), 413 (too large) or 503 (a
+two-stage request whose retriever the run did not keep), and are counted by reason in
+``stats()``. ``user_config`` (run_dir, overrides, batching knobs, key settings) is applied
+by ``reconfigure`` without a redeploy.
 
 With API keys configured (``serving/keys.py``), writes need one, and reads too with
 ``keys_on_reads``: 401 without a key, 403 with a wrong one, counted like other refusals.
@@ -36,6 +39,7 @@ whose app asks for more than the cluster has says so in one warning line.
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -53,6 +57,7 @@ from msr_ray.run.rundir import RunDir, absolute_location
 from msr_ray.serving import api as schemas
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.instance import http_host, replica_view
+from msr_ray.serving.items import newest_items, parse_item
 from msr_ray.serving.keys import ApiKeys, check_exposure
 from msr_ray.serving.requests import (
     RecommendRequest,
@@ -124,10 +129,13 @@ def _page(ids: list[str], offset: int, limit: int) -> dict[str, Any]:
     return {"total": len(ids), "ids": ids[offset : offset + limit]}
 
 
-def _retrieved(retrieved: dict[str, tuple[int, float]], item: str) -> dict[str, Any]:
-    """An item's retrieval rank and score (null when the request named the candidates)."""
+def _retrieved(
+    retrieved: dict[str, tuple[int, float]], fresh: set[str], item: str
+) -> dict[str, Any]:
+    """Where a two-stage item came from: its retrieval rank and score, or the fresh-items
+    slot (nulls and false when the request named the candidates)."""
     rank, score = retrieved.get(item, (None, None))
-    return {"retrieval_rank": rank, "retrieval_score": score}
+    return {"retrieval_rank": rank, "retrieval_score": score, "fresh": item in fresh}
 
 
 @serve.deployment(
@@ -153,6 +161,7 @@ class RecommenderIngress:
             log.warning("%s", shortfall)
         self.served = await asyncio.to_thread(_load, ServeConfig.model_validate(args), self.host)
         self.counts: Counter[str] = Counter()
+        self.items_synced = time.monotonic()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` over the app's args: a new run directory or overrides load
@@ -251,27 +260,33 @@ class RecommenderIngress:
         "/users/{user_id}/candidates", response_model=schemas.Page, responses=schemas.ERRORS
     )
     async def user_candidates(self, user_id: str, http: Request, n: int = 20) -> Any:
-        """``n`` (at most max_candidates) items the user has not interacted with, a fixed
-        sample per user: what the browse page ranks."""
+        """``n`` (at most max_candidates) items the user has not interacted with: the
+        newest posted online (up to a quarter), then a fixed sample per user. What the
+        browse page ranks."""
         user_id = normalize_id(user_id)
         try:
             self._authorize(http)
             online = await self._profile_call("latest", user_id)
+            await self._sync_items(self.served, ())
             seen = set(self.served.catalog.histories.get(user_id, [])) | set(online["online_items"])
             n = max(1, min(n, self.served.settings.max_candidates))
-            ids = self.served.catalog.sample_unseen(user_id, seen, n)
+            fresh = newest_items(self.served.catalog.posted, n // 4, seen)
+            ids = fresh + self.served.catalog.sample_unseen(
+                user_id, seen | set(fresh), n - len(fresh)
+            )
             return {"total": len(ids), "ids": ids}
         except RequestError as exc:
             return error_response(exc)
 
     @http_api.get("/items", response_model=schemas.Page, responses=schemas.KEY_ERRORS)
-    def list_items(self, http: Request, offset: int = 0, limit: int = 100) -> Any:
-        """Item ids, sorted; ``limit`` at most 1000."""
+    async def list_items(self, http: Request, offset: int = 0, limit: int = 100) -> Any:
+        """Item ids (the dataset's and those posted online), sorted; ``limit`` at most 1000."""
         try:
             self._authorize(http)
+            await self._sync_items(self.served, ())
         except RequestError as exc:
             return error_response(exc)
-        return _page(sorted(self.served.catalog.items), offset, limit)
+        return _page(await asyncio.to_thread(sorted, self.served.catalog.items), offset, limit)
 
     @http_api.get("/items/{item_id}/image", responses=schemas.ERRORS)
     async def item_image(self, item_id: str, http: Request) -> Any:
@@ -283,6 +298,45 @@ class RecommenderIngress:
         except RequestError as exc:
             return error_response(exc)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @http_api.post(
+        "/items",
+        response_model=schemas.ItemAnswer,
+        responses=schemas.ITEM_ERRORS,
+        openapi_extra=_json_body(schemas.ItemBody),
+    )
+    async def post_item(self, http: Request) -> Any:
+        """Add an item: checked like the dataset's items, summarized like `summarize-items`,
+        durable in the run, then rankable at once (``serving/items.py``). A taken id: 409."""
+        served = self.served
+        try:
+            self._authorize(http, write=True)
+            payload = await self._payload(http, served.settings.max_item_bytes)
+            side = served.catalog.settings.max_image_side
+            try:
+                item = await asyncio.to_thread(parse_item, payload, side)
+            except RequestError as exc:
+                raise self._refused(exc) from None
+            record = await self._profile_call("post_item", item)
+            served.catalog.add_posted([record])
+            self.counts["items_posted"] += 1
+            return served.catalog.describe(record["item_id"])
+        except RequestError as exc:
+            return error_response(exc)
+
+    @http_api.get("/items/{item_id}", response_model=schemas.ItemAnswer, responses=schemas.ERRORS)
+    async def get_item(self, item_id: str, http: Request) -> Any:
+        """The item and its summary (in full for an item posted online)."""
+        item_id = normalize_id(item_id)
+        try:
+            self._authorize(http)
+            await self._sync_items(self.served, [item_id])
+            try:
+                return self.served.catalog.describe(item_id)
+            except RequestError as exc:
+                raise self._refused(exc) from None
+        except RequestError as exc:
+            return error_response(exc)
 
     @http_api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
@@ -311,12 +365,14 @@ class RecommenderIngress:
         except RequestError as exc:
             raise self._refused(exc) from None
 
-    async def _payload(self, http: Request) -> Any:
-        """The decoded body, after the size cap (413) and the depth bound (400)."""
+    async def _payload(self, http: Request, limit: int | None = None) -> Any:
+        """The decoded body, after the size cap (413; ``max_body_bytes`` unless ``limit``)
+        and the depth bound (400)."""
         settings = self.served.settings
+        limit = limit or settings.max_body_bytes
         try:
-            body = await self._body(http, settings.max_body_bytes)
-            return decode_body(body, settings.max_body_bytes, settings.max_json_depth)
+            body = await self._body(http, limit)
+            return decode_body(body, limit, settings.max_json_depth)
         except RequestError as exc:
             raise self._refused(exc) from None
 
@@ -336,16 +392,30 @@ class RecommenderIngress:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _profile_call(self, method: str, user_id: str, *args: Any) -> dict[str, Any]:
+    async def _profile_call(self, method: str, *args: Any) -> Any:
         """Call the ProfileUpdater for the run this replica serves; count its refusals."""
         settings = self.served.settings
         reply = await getattr(self.profiles, method).remote(
-            settings.run_dir, settings.overrides, user_id, *args
+            settings.run_dir, settings.overrides, *args
         )
         try:
             return answer(reply)
         except RequestError as exc:
             raise self._refused(exc) from None
+
+    async def _sync_items(self, served: Served, ids: Any) -> None:
+        """Fetch the items posted through other replicas from the updater when ``ids``
+        name one ``served``'s catalog lacks, or (for listings, ``ids`` empty) when the
+        last fetch is more than ``items_sync_s`` old."""
+        catalog, settings = served.catalog, served.settings
+        stale = time.monotonic() - self.items_synced > settings.items_sync_s
+        if all(i in catalog.items for i in ids) and (ids or not stale):
+            return
+        self.items_synced = time.monotonic()
+        reply = await self.profiles.posted_since.remote(
+            settings.run_dir, settings.overrides, len(catalog.posted)
+        )
+        catalog.add_posted(answer(reply))
 
     def _refused(self, exc: RequestError) -> RequestError:
         self.counts[exc.reason] += 1
@@ -358,14 +428,16 @@ class RecommenderIngress:
         served = self.served
         try:
             request = parse_request(payload, served.settings.max_candidates)
+            await self._sync_items(served, request.candidates)
             served.catalog.check_candidates(request)
         except RequestError as exc:
             raise self._refused(exc) from None
         online = await self._profile_call("latest", request.user_id)
-        proposal = None
+        proposal, fresh = None, []
         if not request.candidates:
-            proposal = await self._propose(served, request, online["online_items"])
-            request = replace(request, candidates=tuple(item for item, _ in proposal.items))
+            proposal, fresh = await self._propose(served, request, online["online_items"])
+            proposed = tuple(item for item, _ in proposal.items)
+            request = replace(request, candidates=proposed + tuple(fresh))
         rows = served.catalog.candidate_rows(request, online["summary"], online["online_items"])
         scores = await self._scores(served.settings, rows) if rows else []
         ranked = sorted(zip(rows, scores, strict=True), key=lambda pair: -pair[1])
@@ -375,7 +447,7 @@ class RecommenderIngress:
         }
         ranking = [
             {"rank": n, "item_id": row["item_id"], "title": row["title"], "score": score}
-            | _retrieved(retrieved, row["item_id"])
+            | _retrieved(retrieved, set(fresh), row["item_id"])
             for n, (row, score) in enumerate(ranked[: request.top_k], start=1)
         ]
         self.counts["answered"] += 1
@@ -390,8 +462,9 @@ class RecommenderIngress:
 
     async def _propose(
         self, served: Served, request: RecommendRequest, online_items: list[str]
-    ) -> Proposal:
-        """The retriever's top N after the history serving knows (batch, then online)."""
+    ) -> tuple[Proposal, list[str]]:
+        """The retriever's top N after the history serving knows (batch, then online),
+        and the fresh-items slot: the newest posted items outside that history."""
         settings = served.settings
         history = served.catalog.item_history(request.user_id, online_items)
         name = request.retriever or settings.retriever
@@ -400,10 +473,14 @@ class RecommenderIngress:
             proposal = await asyncio.to_thread(served.retrieval.propose, name, history, n)
         except RequestError as exc:
             raise self._refused(exc) from None
+        await self._sync_items(served, ())
+        slot = min(settings.fresh_items, settings.max_candidates - len(proposal.items))
+        proposed = {item for item, _ in proposal.items}
+        fresh = newest_items(served.catalog.posted, max(0, slot), set(history) | proposed)
         self.counts["two_stage"] += 1
         if proposal.fallback:
             self.counts["retrieval_fallback"] += 1
-        return proposal
+        return proposal, fresh
 
     async def _scores(self, settings: ServeConfig, rows: list[dict[str, Any]]) -> list[float]:
         """The Scorer's P(yes) of every row; a call whose replica died is retried once

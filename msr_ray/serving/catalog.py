@@ -13,6 +13,7 @@ from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.method.recommender import ITEM_COLUMNS, item_descriptions, recent_lines
 from msr_ray.run.rundir import RunDir
+from msr_ray.serving.items import describe, read_posted
 from msr_ray.serving.requests import (
     RecommendRequest,
     RequestError,
@@ -22,9 +23,10 @@ from msr_ray.serving.requests import (
 
 
 class ServingCatalog:
-    """Items by id, the users the run summarized, and their batch histories, held in
-    memory. A user's served summary is not here: the profile store (``profiles.py``,
-    behind the ProfileUpdater) is its one owner, batch rows and online steps alike."""
+    """Items by id (the dataset's, then those posted online: ``posted``, oldest first), the
+    users the run summarized, and their batch histories, held in memory. A user's served
+    summary is not here: the profile store (``profiles.py``, behind the ProfileUpdater) is
+    its one owner, batch rows and online steps alike."""
 
     def __init__(
         self,
@@ -43,23 +45,66 @@ class ServingCatalog:
                 row["description"] = descriptions.get(item)
         self.titles = {item: row["title"] for item, row in self.items.items()}
         self.users = frozenset(summaries["user_id"].to_pylist())
+        self.posted: list[dict[str, Any]] = []
+        self.posted_by_id: dict[str, dict[str, Any]] = {}
+
+    def add_posted(self, records: list[dict[str, Any]]) -> None:
+        """Take in items posted online (records of ``serving/items.py``, in posting order;
+        those already here are skipped). The maps are replaced, not changed in place, so a
+        request reading them in a thread never sees one mid-update."""
+        new = [r for r in records if r["seq"] >= len(self.posted)]
+        if not new:
+            return
+        items, titles, descriptions = dict(self.items), dict(self.titles), dict(self.descriptions)
+        for record in new:
+            item = record["item_id"]
+            items[item] = {
+                "item_id": item,
+                "title": record["title"],
+                "image_paths": [],
+                "image_bytes": record["image_bytes"],
+                "description": record["summary"],
+            }
+            titles[item], descriptions[item] = record["title"], record["summary"]
+        self.items, self.titles, self.descriptions = items, titles, descriptions
+        self.posted_by_id = {**self.posted_by_id, **{r["item_id"]: r for r in new}}
+        self.posted = [*self.posted, *new]
+
+    def describe(self, item_id: str) -> dict[str, Any]:
+        """What ``GET /items/{id}`` answers: a posted item in full; a dataset item's id,
+        title and (when the served recommender reads item summaries) its summary."""
+        if item_id in self.posted_by_id:
+            return describe(self.posted_by_id[item_id])
+        row = self.items.get(item_id)
+        if row is None:
+            raise unknown_items([item_id])
+        return {
+            "item_id": item_id,
+            "title": row["title"],
+            "summary": self.descriptions.get(item_id),
+            "online": False,
+            "has_image": bool(row["image_paths"] or row["image_bytes"]),
+        }
 
     @classmethod
     def from_run(cls, run: RunDir, settings: RecommenderConfig | None = None) -> ServingCatalog:
-        """Read the run's items and user summaries (and item summaries, when the
-        recommender's ``settings`` show them); those stages must be complete."""
+        """Read the run's items, those posted online, and user summaries (and item
+        summaries, when the recommender's ``settings`` show them); those stages must be
+        complete."""
         settings = settings or RecommenderConfig()
         run.require("dataset")
         run.require("user_summaries")
         descriptions = item_descriptions(run) if settings.reads_item_summaries else None
         sequences = run.read_table("dataset", "sequences.parquet")
-        return cls(
+        catalog = cls(
             run.read_table("dataset", "items.parquet"),
             run.read_table("user_summaries"),
             descriptions,
             train_histories(sequences),
             settings,
         )
+        catalog.add_posted(read_posted(run))
+        return catalog
 
     def check_user(self, user_id: str) -> None:
         """404 for a user the run has no preference summary of."""

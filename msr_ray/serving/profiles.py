@@ -25,6 +25,7 @@ from typing import Any
 from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import summaries_by_user, summary_start, train_histories
 from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply, history_catalog
+from msr_ray.models.prompts import HistoryItem
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError, unknown_items, unknown_user
 
@@ -59,13 +60,23 @@ class ProfileStore:
         self.histories = train_histories(run.read_table("dataset", "sequences.parquet"))
         self.batch_summaries = summaries_by_user(run.read_table("user_summaries"))
         self.profiles: dict[str, Profile] = {}
+        self.posted: dict[str, HistoryItem] = {}
         self._summarizer: PreferenceSummarizer | None = None
 
     @property
     def summarizer(self) -> PreferenceSummarizer:
         if self._summarizer is None:
-            self._summarizer = PreferenceSummarizer(self.config, history_catalog(self.run))
+            catalog = {**history_catalog(self.run), **self.posted}
+            self._summarizer = PreferenceSummarizer(self.config, catalog)
         return self._summarizer
+
+    def add_item(self, item_id: str, line: HistoryItem) -> None:
+        """Take in an item posted online (``serving/items.py``): events may name it, and
+        its ``line`` shows it in history prompts."""
+        self.item_ids.add(item_id)
+        self.posted[item_id] = line
+        if self._summarizer is not None:
+            self._summarizer.catalog[item_id] = line
 
     def _load(self, user_id: str) -> Profile:
         """The user's profile from the run: batch rows, then every persisted event and step."""

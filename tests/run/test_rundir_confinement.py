@@ -57,14 +57,15 @@ def test_cleanup_never_descends_into_a_linked_folder_nor_into_profiles(tmp_path)
     foreign.mkdir()
     (foreign / ".tmp-abcd1234").write_text("someone else's")
     os.symlink(foreign, tmp_path / "run" / "linked")
-    profiles = tmp_path / "run" / "profiles" / "events"
-    profiles.mkdir(parents=True)
-    (profiles / ".tmp-inflight").write_text("serving writes this without the lock")
+    served = [tmp_path / "run" / "profiles" / "events", tmp_path / "run" / "online_items" / "items"]
+    for folder in served:
+        folder.mkdir(parents=True)
+        (folder / ".tmp-inflight").write_text("serving writes this without the lock")
     (tmp_path / "run" / ".tmp-left").write_text("a killed writer's")
     with run.lock():
         pass
     assert (foreign / ".tmp-abcd1234").exists()
-    assert (profiles / ".tmp-inflight").exists()
+    assert all((folder / ".tmp-inflight").exists() for folder in served)
     assert not (tmp_path / "run" / ".tmp-left").exists()
 
 

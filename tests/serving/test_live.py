@@ -2,6 +2,7 @@
 `summarize-users` offline), a hot reload, API keys on the app as `serve run` builds it (code
 defaults, on the session's 2 CPUs), and the browse page in a real headless browser."""
 
+import base64
 import json
 import pathlib
 import shutil
@@ -13,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pytest
+from PIL import Image
 from ray import serve
 
 from msr_ray.config import ServeConfig
+from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.evaluation.baselines.runner import run_baseline
 from msr_ray.method.recommender import trained_config
@@ -92,13 +95,13 @@ def _copy(run: RunDir, target) -> RunDir:
     return RunDir(str(target))
 
 
-def _serve(run_dir: str, **keys) -> None:
+def _serve(run_dir: str, ingresses: int = 1, **keys) -> None:
     settings = ServeConfig(run_dir=run_dir, max_candidates=12, **keys)
     args = settings.model_dump()
     updater = ProfileUpdater.options(ray_actor_options={"num_cpus": 0}).bind()
     scorer = Scorer.options(ray_actor_options={"num_cpus": 0.5}).bind(args)
-    app = RecommenderIngress.options(ray_actor_options={"num_cpus": 0}).bind(updater, scorer, args)
-    serve.run(app, name="recommender", route_prefix="/")
+    ingress = RecommenderIngress.options(num_replicas=ingresses, ray_actor_options={"num_cpus": 0})
+    serve.run(ingress.bind(updater, scorer, args), name="recommender", route_prefix="/")
 
 
 def test_events_are_durable_ordered_once_and_equal_offline_summaries(live_run, tmp_path):
@@ -151,6 +154,61 @@ def test_events_are_durable_ordered_once_and_equal_offline_summaries(live_run, t
     _extend_history(offline, "u0", ["b0", "b1", "b2"])
     users = _summarize_users(offline)  # summarize-users over the extended history
     assert users["u0"].summaries[5] == after["summary"]
+
+
+def test_a_posted_item_is_keyed_summarized_rankable_on_every_ingress_and_kept(live_run, tmp_path):
+    """POST /items on two ingress replicas: a key is needed, the item is summarized, a
+    replica that did not take it ranks it too, and a restart keeps it."""
+    run = _copy(live_run, tmp_path / "items")
+    keys = tmp_path / "keys.txt"
+    keys.write_text(GOOD + "\n")
+    image = base64.b64encode(encode_png(Image.new("RGB", (40, 30), (220, 20, 20)))).decode()
+    item = {"item_id": "new red", "title": "Fresh red clip", "text": "Red.", "image_base64": image}
+    key = {"X-API-Key": GOOD}
+    run_baseline(trained_config(run), run, "pop")  # the two-stage retriever
+    _serve(run.root, ingresses=2, api_keys_file=str(keys))
+    try:
+        assert _challenge("/items", item)[:2] == (401, "Bearer")
+        status, posted = _call("/items", item, key)
+        assert status == 200 and posted["online"] and posted["has_image"]
+        assert posted["summary"] and posted["stored_at"].startswith(run.root + "/online_items/")
+        assert _call("/items", item, key)[1]["reason"] == "item_exists"
+        corrupt = {**item, "item_id": "bad", "image_base64": base64.b64encode(b"GIF8").decode()}
+        assert _call("/items", corrupt, key)[0] == 400
+        status, got = _call("/items/new%20red")
+        assert status == 200 and got == posted
+
+        scores = set()
+        for _ in range(12):  # each request reaches either replica: all name the new item
+            status, ranked = _call("/recommend", {"user_id": "u0", "candidates": ["new red", "b3"]})
+            assert status == 200 and ranked["candidates"] == 2
+            scores |= {round(r["score"], 5) for r in ranked["ranking"] if r["item_id"] == "new red"}
+        assert len(scores) == 1 and 0 <= scores.pop() <= 1
+        stats = [_call("/stats")[1] for _ in range(20)]
+        # The replica that did not take the post (no items_posted) ranked it too.
+        assert any(s.get("answered") and not s.get("items_posted") for s in stats)
+        assert any(s.get("items_posted") == 1 for s in stats)
+        assert _call("/users/u0/candidates?n=8")[1]["ids"][0] == "new red"  # the page's slot
+        two_stage = {"user_id": "u0", "n": 4, "retriever": "popularity"}
+        status, answer = _call("/recommend", two_stage)  # the retriever's 4 + the fresh slot
+        assert status == 200 and answer["candidates"] == 5
+        by_id = {r["item_id"]: r for r in answer["ranking"]}
+        assert by_id["new red"]["fresh"] and by_id["new red"]["retrieval_rank"] is None
+        assert sorted(r["retrieval_rank"] for r in by_id.values() if not r["fresh"]) == [1, 2, 3, 4]
+        status, event = _call("/users/u0/events", {"items": ["new red"]}, key)
+        assert status == 200 and event["online_items"] == ["new red"]
+        status, answer = _call("/recommend", two_stage)  # now in the history: no slot for it
+        assert status == 200 and "new red" not in {r["item_id"] for r in answer["ranking"]}
+    finally:
+        serve.shutdown()
+
+    _serve(run.root)  # a restart: every replica is new
+    try:
+        status, after = _call("/items/new%20red")
+        listed = _call("/items")[1]
+    finally:
+        serve.shutdown()
+    assert status == 200 and after == posted and listed["total"] == 13
 
 
 def _deploy(run_dir: str, user_config: dict) -> dict:
