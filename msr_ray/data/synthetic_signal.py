@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from msr_ray.config import SyntheticConfig
-from msr_ray.data.histories import latest_summaries, train_histories
+from msr_ray.data.histories import latest_summaries, train_histories, user_sequences
 from msr_ray.data.synthetic import (
     CURRENT_GENRE_SHARE,
     GENRES,
@@ -49,6 +49,8 @@ _NAMED = {genre: re.compile(rf"\b{stem}", re.IGNORECASE) for genre, stem in GENR
 CEILINGS = ("current genre + popularity", "history genre counts", "popularity")
 # Targets the summaries must reach (issue: the demo must show MLLM-MSR learning).
 ITEM_TARGET, USER_TARGET = 0.9, 0.7
+# The recent items the demo's recommender shows beside the summary (recommender.recent_items).
+RECENT_WINDOW = 3
 
 
 def genres_named(text: str) -> set[str]:
@@ -148,8 +150,11 @@ def survival(
     ``switchers_naming_new``; and, with test scores, ``test_auc``,
     ``auc_by_genre_match`` (how well the scores separate candidates of the user's
     current genre from the others), ``popularity_correlation`` (of the scores with the
-    candidates' counts as training positives) and ``summary_genre_auc`` (ranking by
-    "the final summary names the candidate's genre").
+    candidates' counts as training positives), ``summary_genre_auc`` (ranking by
+    "the final summary names the candidate's genre") and ``recent_genre_auc`` (ranking by
+    how many of the ``RECENT_WINDOW`` items before the held-out one share the candidate's
+    genre, training-positive counts breaking ties: what the recent items shown in the
+    prompt carry).
     """
     world = _World.of(config)
     report: dict[str, float | int] = {}
@@ -182,7 +187,11 @@ def survival(
                 np.mean([world.users[u].new_genre in finals[u] for u in switched])
             )
     if samples is not None and scores is not None and scores.num_rows:
-        report.update(_scores_follow(world, current, finals, samples, scores))
+        recent = {
+            user: [item for item, _ in events[:-1]][-RECENT_WINDOW:]
+            for user, events in user_sequences(sequences).items()
+        }
+        report.update(_scores_follow(world, current, finals, recent, samples, scores))
     return report
 
 
@@ -190,6 +199,7 @@ def _scores_follow(
     world: _World,
     current: dict[str, str],
     finals: dict[str, set[str]],
+    recent: dict[str, list[str]],
     samples: pa.Table,
     scores: pa.Table,
 ) -> dict[str, float]:
@@ -207,7 +217,8 @@ def _scores_follow(
     for row in scores.to_pylist():
         if row["split"] == "test":
             lists[row["group"]].append(row)
-    model, by_match, by_summary, flat_scores, flat_counts = [], [], [], [], []
+    most = max(positives.values(), default=0) + 1
+    model, by_match, by_summary, by_recent, flat_scores, flat_counts = [], [], [], [], [], []
     for rows in lists.values():
         user = rows[0]["user_id"]
         values = [r["score"] for r in rows]
@@ -218,6 +229,16 @@ def _scores_follow(
             by_match.append(auc(values, matches))
         named = finals.get(user, set())
         by_summary.append(auc([float(g in named) for g in genres], [r["label"] for r in rows]))
+        shown = Counter(world.items[i].genre for i in recent.get(user, []))
+        by_recent.append(
+            auc(
+                [
+                    shown[g] + positives[r["item_id"]] / most
+                    for g, r in zip(genres, rows, strict=True)
+                ],
+                [r["label"] for r in rows],
+            )
+        )
         flat_scores += values
         flat_counts += [positives[r["item_id"]] for r in rows]
     correlation = (
@@ -229,5 +250,6 @@ def _scores_follow(
         "test_auc": float(np.mean(model)),
         "auc_by_genre_match": float(np.mean(by_match)) if by_match else 0.5,
         "summary_genre_auc": float(np.mean(by_summary)),
+        "recent_genre_auc": float(np.mean(by_recent)),
         "popularity_correlation": correlation,
     }

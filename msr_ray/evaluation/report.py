@@ -167,6 +167,11 @@ _SIGNAL_ROWS = (
 _SCORE_ROWS = (
     ("test_auc", "the recommender's test AUC"),
     ("summary_genre_auc", "ranking by 'the final summary names the candidate's genre'"),
+    (
+        "recent_genre_auc",
+        f"ranking by the genres of the {synthetic_signal.RECENT_WINDOW} items before the "
+        "held-out one (what the prompt's recent items carry)",
+    ),
     ("auc_by_genre_match", "how well its scores separate the current genre's candidates"),
     ("popularity_correlation", "correlation of its scores with training-positive counts"),
 )

@@ -58,3 +58,34 @@ def test_shares_count_what_each_summary_names(world):
     assert figures["users_naming_only_wrong"] == pytest.approx(5 / 20)
     switched = [u for u in users.values() if u.switch_at < u.length]
     assert figures["switchers"] == len(switched) > 0
+
+
+def test_ranking_by_the_recent_items_genres_reads_only_the_items_before_the_held_out_one(world):
+    from msr_ray.data.histories import user_sequences
+    from msr_ray.data.synthetic_signal import RECENT_WINDOW
+
+    synthetic, sequences = world
+    genre = {item.item_id: item.genre for item in make_items(synthetic)}
+    user, events = next(iter(user_sequences(sequences).items()))
+    history = [item for item, _ in events]
+    shown = {genre[i] for i in history[:-1][-RECENT_WINDOW:]}
+    unseen = [i for i in genre if i not in history]
+    inside = [i for i in unseen if genre[i] in shown][:3]
+    outside = [i for i in unseen if genre[i] not in shown][:3]
+    # List a: the positive shares a recent item's genre, the negatives do not (AUC 1);
+    # list b: the other way round (AUC 0). Constant model scores: test AUC 0.5.
+    lists = {"a": (inside[0], outside[:2]), "b": (outside[2], inside[1:3])}
+    scores = pa.Table.from_pylist(
+        [
+            {"split": "test", "group": g, "user_id": user, "item_id": i, "label": int(i == p)}
+            | {"score": 0.5}
+            for g, (p, negatives) in lists.items()
+            for i in (p, *negatives)
+        ]
+    )
+    samples = pa.table({"item_id": ["x"], "split": ["train"], "label": [0]})
+    figures = survival(synthetic, sequences, samples=samples, scores=scores)
+    assert figures["recent_genre_auc"] == pytest.approx(0.5)
+    assert figures["test_auc"] == pytest.approx(0.5)
+    one = scores.filter(pa.compute.equal(scores["group"], "a"))
+    assert survival(synthetic, sequences, samples=samples, scores=one)["recent_genre_auc"] == 1.0
