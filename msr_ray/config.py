@@ -130,6 +130,8 @@ class ModelSpec(_Strict):
         refuses a prompt + answer longer than ``train.max_length``.
     max_new_tokens: generation length limit.
     do_sample: False = greedy (deterministic); True = sample with temperature/top_p.
+        NOTE: the paper samples (temperature 0.6, top-p 0.9); greedy makes a resumed
+        stage equal an uninterrupted one and an online update equal a recomputation.
     temperature, top_p: sampling parameters (ignored when greedy).
     seed: torch seed set before sampling.
     num_threads: torch CPU threads per actor (one per actor is right on small machines).

@@ -109,6 +109,9 @@ def _group_rows(
 
 def _train_targets(steps: list[int], history: int, mode: str) -> list[tuple[int, int]]:
     """(target position, summary step) pairs of one user's training groups."""
+    # NOTE: the reference implementation trains on the item right after each block
+    # boundary (``boundaries``); ``every-item`` trains on every later item too, with the
+    # last summary before it: 2.4x the rows from the same summaries.
     if mode == "boundaries":
         return [(s, s) for s in steps if s < history]
     first = steps[0] if steps else history

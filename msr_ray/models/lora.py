@@ -67,6 +67,9 @@ def full_trained_modules(cfg: TrainConfig, model) -> list[str]:
     """Module paths trained in full: the recipe's decoder layers and final norm (none for
     LoRA), then the projector when ``train_projector`` is on."""
     layers = decoder_layer_names(model)
+    # NOTE: the paper fine-tunes with LoRA alone (``lora``, the default); on the demo world
+    # LoRA sat at the label prior, and the top decoder layers trained in full learn
+    # (docs/method.md, The recipe).
     if cfg.trainable == "top-layers":
         if cfg.top_layers > len(layers):
             raise ValueError(

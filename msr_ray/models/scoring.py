@@ -39,6 +39,8 @@ YES, NO = "Yes", "No"
 
 def answer_tokens(loaded: LoadedModel, answer: str) -> list[int]:
     """Token ids the chat template appends after the generation prompt for ``answer``."""
+    # NOTE: the reference implementation takes convert_tokens_to_ids('Yes'), which is not
+    # the token a model emits when its tokenizer writes '▁Yes'; these are the emitted ones.
     return list(_answer_tokens(loaded.processor, answer))
 
 
