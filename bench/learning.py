@@ -33,12 +33,13 @@ import torch
 from msr_ray.config import PipelineConfig, parse_config, with_overrides
 from msr_ray.data.sampling import build_samples
 from msr_ray.data.synthetic_signal import _World, auc
-from msr_ray.method.recommender import Recommender, candidate_rows
+from msr_ray.method.recommender import Recommender
 from msr_ray.models.frozen_layers import FrozenLayerCache
 from msr_ray.models.loading import load_model
 from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.models.prompts import PREFERENCE_PREFIX
 from msr_ray.models.scoring import answer_margins, encode_prompts, score_shared
+from msr_ray.run.method_inputs import candidate_rows
 from msr_ray.run.rundir import RunDir
 from msr_ray.run.tables import read_dataset
 from msr_ray.training.losses import objective_loss

@@ -35,8 +35,8 @@ from ray import serve
 
 from msr_ray.config import ServeConfig
 from msr_ray.evaluation.baselines.kept import KeptBaseline
-from msr_ray.method.recommender import trained_config
 from msr_ray.run.cluster import init_ray
+from msr_ray.run.method_inputs import trained_config
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress
 from msr_ray.serving.scorer import Scorer

@@ -24,7 +24,8 @@ from msr_ray.config import parse_config, with_overrides
 from msr_ray.data.histories import train_histories
 from msr_ray.data.schemas import USER_SUMMARIES
 from msr_ray.data.synthetic_signal import survival
-from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply, history_catalog
+from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply
+from msr_ray.run.method_inputs import history_catalog
 from msr_ray.run.rundir import RunDir
 
 

@@ -421,7 +421,7 @@ def export(run_dir, out):
     Loadable with AutoProcessor + AutoModelForImageTextToText from the folder alone;
     holds msr_ray_recommender.json (prompt settings, answer token ids) and a model card.
     """
-    from msr_ray.method.export import export_model
+    from msr_ray.export import export_model
 
     try:
         result = export_model(RunDir(run_dir, create=False), out)

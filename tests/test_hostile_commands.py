@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from msr_ray.cli import filesystem_error, main
 from msr_ray.data.schemas import USER_SUMMARIES, DataError
-from msr_ray.method.export import export_model
+from msr_ray.export import export_model
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.rundir import NotARunDirectory, RunDir
 from msr_ray.stages import samples

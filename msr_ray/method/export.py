@@ -1,4 +1,4 @@
-"""`msr-ray export`: the trained recommender as one portable Hugging Face folder.
+"""The trained recommender as one portable Hugging Face folder (``msr-ray export``).
 
 The folder holds the base MLLM with the LoRA adapter merged (``save_pretrained`` layout),
 its processor and chat template, ``msr_ray_recommender.json`` (the prompt settings and
@@ -15,29 +15,33 @@ import shutil
 from typing import Any
 
 from msr_ray.config import PipelineConfig
-from msr_ray.method.recommender import Recommender, adapter_dir, trained_config
+from msr_ray.method.recommender import Recommender
 from msr_ray.models.loading import resolve_model_dir
 from msr_ray.models.processors import save_processor
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.models.scoring import answer_ids
-from msr_ray.run.rundir import RunDir
 
 SETTINGS_FILE = "msr_ray_recommender.json"
 
 
-def export_model(run: RunDir, out: str) -> dict[str, Any]:
-    """Write the merged recommender of ``run`` to the local folder ``out``; its settings.
+def export_recommender(
+    config: PipelineConfig, adapter: str, built_from: dict[str, Any], out: str
+) -> dict[str, Any]:
+    """Write the recommender of ``config`` with the adapter at ``adapter`` merged to the
+    local folder ``out``; its settings. ``built_from`` holds the train stage's completion
+    record (``train``), the dataset's (``dataset``) and the evaluate metrics
+    (``metrics``), which the settings and the model card quote.
 
     ``out`` is checked (and made) before the model loads: a non-empty folder, a link or
     a path that cannot be made raises ``OSError`` at once, and a failed export removes
     the folder it made.
     """
-    made = _new_folder(out)
+    made = new_folder(out)
     try:
-        config = trained_config(run).model_copy(deep=True)
+        config = config.model_copy(deep=True)
         config.mllm.dtype = "float32"
-        recommender = Recommender.load(config, adapter_dir(run))
-        settings = _write(recommender, config, run, out)
+        recommender = Recommender.load(config, adapter)
+        settings = _write(recommender, config, built_from, out)
     except BaseException:
         if made:
             shutil.rmtree(out, ignore_errors=True)
@@ -45,7 +49,7 @@ def export_model(run: RunDir, out: str) -> dict[str, Any]:
     return {"path": out, **settings}
 
 
-def _new_folder(out: str) -> bool:
+def new_folder(out: str) -> bool:
     """Make ``out`` (True) or accept it as an existing empty real folder (False)."""
     if os.path.islink(out):
         raise FileExistsError(f"{out} is a symbolic link; give a new folder")
@@ -61,14 +65,14 @@ def _new_folder(out: str) -> bool:
 
 
 def _write(
-    recommender: Recommender, config: PipelineConfig, run: RunDir, out: str
+    recommender: Recommender, config: PipelineConfig, built_from: dict[str, Any], out: str
 ) -> dict[str, Any]:
     """Save the merged model, processor, settings and model card into ``out``; the settings."""
     loaded = recommender.loaded
     ids = answer_ids(loaded)
     loaded.model.save_pretrained(out)
     save_processor(loaded.processor, resolve_model_dir(config.mllm, "mllm"), out)
-    train = run.completion("train")
+    train = built_from["train"]
     settings = {
         "prompt_version": RECOMMEND_PROMPT_VERSION,
         "domain": config.domain,
@@ -79,8 +83,7 @@ def _write(
         "train_fingerprint": train.get("fingerprint"),
         "train_version": train.get("version"),
     }
-    metrics = run.read_json("eval", "metrics.json") if run.is_complete("eval") else {}
-    dataset = run.completion("dataset") if run.is_complete("dataset") else {}
+    metrics, dataset = built_from["metrics"], built_from["dataset"]
     with open(os.path.join(out, SETTINGS_FILE), "w") as f:
         json.dump(settings, f, indent=2)
     with open(os.path.join(out, "README.md"), "w") as f:

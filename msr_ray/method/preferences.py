@@ -15,7 +15,6 @@ from typing import Any
 from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import block_start, boundaries, next_boundary
 from msr_ray.models import prompts
-from msr_ray.run.rundir import RunDir
 
 
 class UserInputError(ValueError):
@@ -47,23 +46,6 @@ def check_history(user_id: str, history: list[str], catalog: dict[str, Any]) -> 
     unknown = [item for item in history if item not in catalog]
     if unknown:
         raise UserInputError(user_id, "unknown_item", f"unknown item ids {unknown[:5]}")
-
-
-def history_catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
-    """item_id -> (title, item summary, text); the item's own text stands in for an empty
-    summary."""
-    items = run.read_table("dataset", "items.parquet", columns=["item_id", "title", "text"])
-    run.require("item_summaries")
-    summaries = run.read_table("item_summaries").select(["item_id", "summary"])
-    described = dict(
-        zip(summaries["item_id"].to_pylist(), summaries["summary"].to_pylist(), strict=True)
-    )
-    return {
-        item: prompts.HistoryItem(title, described.get(item) or text, text)
-        for item, title, text in zip(
-            *(items[c].to_pylist() for c in items.column_names), strict=True
-        )
-    }
 
 
 class PreferenceSummarizer:

@@ -269,6 +269,18 @@ def recent_item_line(title: str, description: str | None, words: int | None) -> 
     return f"'{title}'{about}"
 
 
+def recent_item_lines(
+    history: Sequence[str],
+    titles: dict[str, str],
+    descriptions: dict[str, str],
+    count: int,
+    words: int | None,
+) -> list[str]:
+    """The prompt lines of the last ``count`` items of ``history`` (oldest first)."""
+    last = history[max(0, len(history) - count) :] if count else []
+    return [recent_item_line(titles.get(i) or "", descriptions.get(i), words) for i in last]
+
+
 def _recent_text(domain: str, recent: Sequence[str]) -> str:
     if not recent:
         return ""
@@ -294,6 +306,9 @@ def recommend_prompt(
     summary, appended after its title. ``recent`` (lines of ``recent_item_line``) are the
     user's most recent items, shown right after the preference (beyond the paper).
     """
+    # NOTE: the paper puts the candidate's image first and its title last, around the
+    # instruction; ``shared-prefix`` (the default) moves the candidate to the end so 21
+    # candidates share one prefix (docs/method.md, The recommender's prompt).
     preference = _unsplit(preference) + _recent_text(domain, recent)
     title = _unsplit(title)
     about = f" Its description: {_unsplit(description)}" if description else ""

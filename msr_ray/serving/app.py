@@ -111,7 +111,7 @@ def _keys(settings: ServeConfig, host: str | None) -> ApiKeys:
 def _load(settings: ServeConfig, host: str | None) -> Served:
     """The keys, then the run's items and summaries (the run must hold a trained adapter:
     the Scorer deployment loads it) and its default retriever (when kept)."""
-    from msr_ray.method.recommender import trained_config
+    from msr_ray.run.method_inputs import trained_config
 
     keys = _keys(settings, host)
     run = RunDir(settings.run_dir)

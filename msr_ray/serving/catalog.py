@@ -11,7 +11,8 @@ import pyarrow as pa
 from msr_ray.config import RecommenderConfig
 from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
-from msr_ray.method.recommender import ITEM_COLUMNS, item_descriptions, recent_lines
+from msr_ray.models.prompts import recent_item_lines
+from msr_ray.run.method_inputs import ITEM_COLUMNS, item_descriptions
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.items import describe, read_posted
 from msr_ray.serving.requests import (
@@ -138,7 +139,10 @@ class ServingCatalog:
         recommender shows them, the user's most recent items (batch history, then the
         items added online)."""
         history = self.item_history(request.user_id, online_items)
-        recent = recent_lines(history, self.titles, self.descriptions, self.settings)
+        recent = recent_item_lines(
+            history, self.titles, self.descriptions, self.settings.recent_items,
+            self.settings.recent_words,
+        )  # fmt: skip
         return [
             {**self.items[item], "summary": summary, "recent": recent}
             for item in request.candidates

@@ -24,8 +24,9 @@ from typing import Any
 
 from msr_ray.config import PipelineConfig
 from msr_ray.data.histories import summaries_by_user, summary_start, train_histories
-from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply, history_catalog
+from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply
 from msr_ray.models.prompts import HistoryItem
+from msr_ray.run.method_inputs import history_catalog
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError, unknown_items, unknown_user
 

@@ -33,7 +33,8 @@ def run_key(settings: ServeConfig) -> RunKey:
 
 def load_scorer(run_dir: str, overrides: list[str]) -> Any:
     """The run's recommender MLLM with the trained adapter merged."""
-    from msr_ray.method.recommender import Recommender, adapter_dir, trained_config
+    from msr_ray.method.recommender import Recommender
+    from msr_ray.run.method_inputs import adapter_dir, trained_config
     from msr_ray.run.rundir import RunDir
 
     run = RunDir(run_dir)

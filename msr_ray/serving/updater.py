@@ -41,7 +41,7 @@ class RunStores:
 
 
 def _open_stores(run_dir: str, overrides: tuple[str, ...]) -> RunStores:
-    from msr_ray.method.recommender import trained_config
+    from msr_ray.run.method_inputs import trained_config
     from msr_ray.run.rundir import RunDir
     from msr_ray.serving.items import ItemStore, history_item
     from msr_ray.serving.profiles import ProfileStore

@@ -33,10 +33,11 @@ from msr_ray.evaluation.full_catalogue import (
     retrieve,
 )
 from msr_ray.evaluation.metrics import evaluate_scores
-from msr_ray.method.recommender import Recommender, adapter_dir, candidate_rows
+from msr_ray.method.recommender import Recommender
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.run.actor_pools import PoolMap
 from msr_ray.run.blocks import dataset_in_groups
+from msr_ray.run.method_inputs import adapter_dir, candidate_rows
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
 from msr_ray.run.rundir import RunDir, StageOutput

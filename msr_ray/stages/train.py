@@ -26,14 +26,10 @@ from ray.train import DataConfig
 
 from msr_ray.config import dump_config
 from msr_ray.data.schemas import DataError
-from msr_ray.method.recommender import (
-    ADAPTER,
-    CONFIG_FILE,
-    candidate_rows,
-    with_image_setting_resolved,
-)
+from msr_ray.method.recommender import with_image_setting_resolved
 from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.run.blocks import dataset_in_groups
+from msr_ray.run.method_inputs import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import output_of
 from msr_ray.run.rundir import RunDir

@@ -34,9 +34,9 @@ from msr_ray.method.preferences import (
     UserState,
     apply,
     check_history,
-    history_catalog,
 )
 from msr_ray.models import prompts
+from msr_ray.run.method_inputs import history_catalog
 from msr_ray.run.provenance import BuildContext
 from msr_ray.run.registry import COMMAND_OF_OUTPUT, output_of
 from msr_ray.run.rundir import RunDir

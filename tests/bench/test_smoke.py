@@ -6,7 +6,7 @@ this process (the session's Ray, no second start-up)."""
 import re
 
 from msr_ray.evaluation.baselines.runner import run_baseline
-from msr_ray.method.recommender import trained_config
+from msr_ray.run.method_inputs import trained_config
 from msr_ray.run.rundir import RunDir
 from tests.conftest import shared_dataset
 

@@ -19,7 +19,8 @@ folder, run_dir, config_path = sys.argv[1:4]
 AutoProcessor.from_pretrained(folder, local_files_only=True)
 AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
 from msr_ray.config import load_config
-from msr_ray.method.recommender import Recommender, candidate_rows
+from msr_ray.method.recommender import Recommender
+from msr_ray.run.method_inputs import candidate_rows
 from msr_ray.run.rundir import RunDir
 config = load_config(config_path, [f"mllm.name={folder}", "mllm.dtype=float32"])
 rows = candidate_rows(RunDir(run_dir), config, ("test",)).slice(0, 12).to_pylist()

@@ -126,7 +126,7 @@ def test_candidate_rows_join_titles_images_and_item_summaries(tmp_path):
     import pyarrow as pa
 
     from msr_ray.data.schemas import SAMPLES
-    from msr_ray.method.recommender import candidate_rows
+    from msr_ray.run.method_inputs import candidate_rows
     from msr_ray.run.rundir import RunDir
     from tests.stages.conftest import write_dataset
 

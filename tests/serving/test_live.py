@@ -21,8 +21,8 @@ from msr_ray.config import ServeConfig
 from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.evaluation.baselines.runner import run_baseline
-from msr_ray.method.recommender import trained_config
 from msr_ray.run import cluster
+from msr_ray.run.method_inputs import trained_config
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress, build_app
 from msr_ray.serving.instance import shortfall

@@ -5,7 +5,8 @@ import pytest
 from ray import serve
 from transformers import AutoModelForImageTextToText
 
-from msr_ray.method.export import SETTINGS_FILE, export_model
+from msr_ray.export import export_model
+from msr_ray.method.export import SETTINGS_FILE
 from msr_ray.models.families import model_type
 from msr_ray.models.processors import load_processor
 from msr_ray.run.pipeline import run_pipeline

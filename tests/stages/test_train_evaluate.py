@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from msr_ray.config import with_overrides
-from msr_ray.method.recommender import Recommender, adapter_dir, candidate_rows
+from msr_ray.method.recommender import Recommender
+from msr_ray.run.method_inputs import adapter_dir, candidate_rows
 from msr_ray.run.pipeline import run_stage
 from msr_ray.run.rundir import RunDir
 from msr_ray.stages.evaluate import CandidateScorer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from msr_ray.method.recommender import adapter_dir
+from msr_ray.run.method_inputs import adapter_dir
 from msr_ray.run.pipeline import run_pipeline, run_stage
 from msr_ray.run.rundir import RunDir, RunDirLocked, StaleLockTakenOver
 from tests.stages.conftest import TINY_SETTINGS, tiny_config
