@@ -13,8 +13,9 @@ from msr_ray.data.histories import train_histories
 from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.models.prompts import recent_item_lines
 from msr_ray.run.method_inputs import ITEM_COLUMNS, item_descriptions
+from msr_ray.run.online_items import read_posted
 from msr_ray.run.rundir import RunDir
-from msr_ray.serving.items import describe, read_posted
+from msr_ray.serving.items import describe
 from msr_ray.serving.requests import (
     RecommendRequest,
     RequestError,

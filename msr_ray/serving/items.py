@@ -8,7 +8,8 @@ most ``MAX_TEXT_CHARS``, the image decoded by ``msr_ray.data.images.load_image``
 its formats, at most ``MAX_PIXELS`` pixels and ``MAX_IMAGE_BYTES`` bytes). An id the
 dataset or an earlier post holds is a 409. The summary comes from
 ``ItemSummarizer``, the class `summarize-items` maps over its actor pool, on a one-row
-batch. Layout, under the served run directory::
+batch. Layout, under the served run directory (read back by ``msr_ray/run/online_items.py``,
+for serving after a restart and for ``prepare``, which makes them items of a rebuilt run)::
 
     online_items/images/<seq>.<format>    # the image as posted, written first
     online_items/items/<seq>.json         # the item and its summary: written last, the commit
@@ -36,10 +37,10 @@ from msr_ray.data.images import IMAGE_FORMATS, ImageError, load_image
 from msr_ray.data.readers.amazon import MAX_TEXT_CHARS
 from msr_ray.data.schemas import ITEMS
 from msr_ray.models.prompts import HistoryItem
+from msr_ray.run.online_items import IMAGES, ONLINE_ITEMS, RECORDS, read_posted
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError
 
-ONLINE_ITEMS = "online_items"
 ITEM_FIELDS = ("item_id", "title", "text", "image_base64")
 
 
@@ -125,21 +126,6 @@ def item_exists(item_id: str) -> RequestError:
     )
 
 
-def read_posted(run: RunDir) -> list[dict[str, Any]]:
-    """Every item posted to ``run``, oldest first, each with its ``image_bytes`` and the
-    ``stored_at`` location of its record."""
-    posted = []
-    for name in run.list_files(ONLINE_ITEMS, "items"):
-        record = run.read_json(ONLINE_ITEMS, "items", name)
-        image = record["image_file"]
-        record["image_bytes"] = (
-            [] if image is None else [run.read_bytes(ONLINE_ITEMS, "images", image)]
-        )
-        record["stored_at"] = run.uri_of(ONLINE_ITEMS, "items", name)
-        posted.append(record)
-    return posted
-
-
 def history_item(record: dict[str, Any]) -> HistoryItem:
     """A posted item as a line of a user's history (its text stands in for an empty summary)."""
     return HistoryItem(record["title"], record["summary"] or record["text"], record["text"])
@@ -210,7 +196,7 @@ class ItemStore:
         image_file = None
         if item.image is not None:
             image_file = f"{seq:08d}.{item.image_format}"
-            self.run.write_bytes(item.image, ONLINE_ITEMS, "images", image_file)
+            self.run.write_bytes(item.image, ONLINE_ITEMS, IMAGES, image_file)
         record = {
             "item_id": item.item_id,
             "title": item.title,
@@ -221,9 +207,9 @@ class ItemStore:
             "posted_at": time.time(),
         }
         name = f"{seq:08d}.json"
-        self.run.write_json(record, ONLINE_ITEMS, "items", name)
+        self.run.write_json(record, ONLINE_ITEMS, RECORDS, name)
         record["image_bytes"] = [] if item.image is None else [item.image]
-        record["stored_at"] = self.run.uri_of(ONLINE_ITEMS, "items", name)
+        record["stored_at"] = self.run.uri_of(ONLINE_ITEMS, RECORDS, name)
         self.posted.append(record)
         self.posted_ids.add(item.item_id)
         return record

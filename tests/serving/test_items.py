@@ -13,6 +13,7 @@ from msr_ray.data import images
 from msr_ray.data.images import encode_png
 from msr_ray.data.schemas import ITEMS
 from msr_ray.method.item_summaries import ItemSummarizer
+from msr_ray.run.online_items import read_posted
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.catalog import ServingCatalog
 from msr_ray.serving.items import (
@@ -21,7 +22,6 @@ from msr_ray.serving.items import (
     history_item,
     newest_items,
     parse_item,
-    read_posted,
 )
 from msr_ray.serving.profiles import ProfileStore
 from msr_ray.serving.requests import RecommendRequest, RequestError
