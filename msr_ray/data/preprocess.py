@@ -121,6 +121,11 @@ def preprocess(
 
     The user sample (``max_users``) is drawn after the k-core, so every sampled user has
     a full-length history; items are then those the sampled users interacted with.
+
+    Only interactions are read: the k-core counts an item's interactions, so an item with
+    none is never seen here, neither counted nor removed. Which items the dataset keeps is
+    the caller's choice: ``prepare`` keeps the source's items left in the sequences and
+    every item posted online to the run (those have no interactions at all).
     """
     funnel = Funnel()
     funnel.record("valid_rows", interactions)

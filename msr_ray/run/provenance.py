@@ -6,7 +6,9 @@ versions of the prompt templates and of the scoring that shape it
 (``msr_ray.models.prompts``), the committed versions of the upstream outputs it reads (for ``evaluate`` with
 ``evaluate.full_catalogue``, the kept baseline that retrieves) and, for ``prepare``, a
 listing of the source files (path, size, modification time) or the synthetic generator's
-version.
+version, and a digest of the items posted online to the run (``online_items/``, left out
+while none are, so a run that never had one keeps its fingerprints; a post makes
+``dataset/`` stale, and its rebuild reads the posted items back).
 The summaries of a run that samples its users also hash which users are summarized (and,
 for item summaries, the history window and what picks the candidates), so two samples
 that summarize the same users share their summaries.
@@ -31,6 +33,7 @@ from msr_ray.config import PipelineConfig
 from msr_ray.data import synthetic
 from msr_ray.data.sampling import reads_a_selection, sample_users
 from msr_ray.models import prompts
+from msr_ray.run.online_items import posted_digest
 from msr_ray.run.registry import COMMAND_OF_OUTPUT, STAGES, Provenance
 from msr_ray.run.rundir import MissingFingerprint, MissingStageOutput, RunDir, StaleStageOutput
 
@@ -187,6 +190,9 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
     reads = summarized_users(output, config, run)
     if reads is not None:
         record["reads"] = reads
+    posted = posted_digest(run) if spec.with_posted_items else None
+    if posted is not None:
+        record["posted_items"] = posted
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

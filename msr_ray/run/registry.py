@@ -27,6 +27,8 @@ class Provenance:
     with_descriptions: bool = False
     # The kept baseline ``evaluate.full_catalogue.retriever`` is read only when that is on.
     with_retriever: bool = False
+    # Items posted online to the run (``online_items/``) are read too (``prepare``).
+    with_posted_items: bool = False
     ignored: tuple[str, ...] = ()
     code_versions: tuple[str, ...] = ()
     # Fields left out of the fingerprint while they are None (a feature that is off), so
@@ -79,7 +81,7 @@ STAGES: list[StageInfo] = [
         "msr_ray.stages.prepare",
         needs_ray=False,
         section="prepare",
-        provenance=Provenance(("prepare",), ()),
+        provenance=Provenance(("prepare",), (), with_posted_items=True),
         status_counts=("users", "items_kept"),
         help="""Read a dataset into the run's tables: items, interactions, splits, quarantine.
 
