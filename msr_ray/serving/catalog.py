@@ -41,6 +41,10 @@ class ServingCatalog:
         self.histories = histories or {}
         self.settings = settings or RecommenderConfig()
         self.items = {row["item_id"]: row for row in items.select(ITEM_COLUMNS).to_pylist()}
+        # The dataset items' texts, for ``describe`` only (scoring rows do not carry them).
+        ids = items["item_id"].to_pylist()
+        texts = items["text"].to_pylist() if "text" in items.column_names else [""] * len(ids)
+        self.texts = dict(zip(ids, texts, strict=True))
         self.descriptions = descriptions or {}
         if descriptions is not None:
             for item, row in self.items.items():
@@ -74,7 +78,7 @@ class ServingCatalog:
 
     def describe(self, item_id: str) -> dict[str, Any]:
         """What ``GET /items/{id}`` answers: a posted item in full; a dataset item's id,
-        title and (when the served recommender reads item summaries) its summary."""
+        title, text and (when the served recommender reads item summaries) its summary."""
         if item_id in self.posted_by_id:
             return describe(self.posted_by_id[item_id])
         row = self.items.get(item_id)
@@ -83,6 +87,7 @@ class ServingCatalog:
         return {
             "item_id": item_id,
             "title": row["title"],
+            "text": self.texts.get(item_id, ""),
             "summary": self.descriptions.get(item_id),
             "online": False,
             "has_image": bool(row["image_paths"] or row["image_bytes"]),

@@ -89,6 +89,33 @@ def test_catalog_gives_each_candidate_the_summary_it_is_handed():
     assert rows[0]["recent"] == []  # the paper's prompt shows no recent items
 
 
+def test_a_dataset_item_is_described_with_its_text():
+    items = pa.table(
+        {
+            "item_id": ["a", "b"],
+            "title": ["A", "B"],
+            "text": ["All about A.", ""],
+            "image_paths": [[], []],
+            "image_bytes": [[], [b"png"]],
+        }
+    )
+    summaries = pa.table({"user_id": ["u1"], "step": [3], "summary": ["s"]})
+    catalog = ServingCatalog(items, summaries, {"a": "About A."})
+    assert catalog.describe("a") == {
+        "item_id": "a",
+        "title": "A",
+        "text": "All about A.",
+        "summary": "About A.",
+        "online": False,
+        "has_image": False,
+    }
+    assert (catalog.describe("b")["text"], catalog.describe("b")["has_image"]) == ("", True)
+    assert _catalog().describe("a")["text"] == ""  # a table without texts
+    with pytest.raises(RequestError) as unknown:
+        catalog.describe("zzz")
+    assert unknown.value.status == 404
+
+
 def test_catalog_shows_the_users_most_recent_items_batch_then_online():
     items = pa.table(
         {
