@@ -349,7 +349,8 @@ class TrainConfig(_Strict):
 
     num_workers: Ray Train workers (data parallel).
     resources: per-worker resources; ``num_gpus`` > 0 trains on GPUs (nccl), 0 on CPUs
-        (gloo). The old switch ``use_gpu`` is deprecated: ``true`` reads as
+        (gloo), where a worker computes with ``num_cpus`` torch threads (at least
+        ``mllm.num_threads``). The old switch ``use_gpu`` is deprecated: ``true`` reads as
         ``resources.num_gpus: 1``.
     placement_strategy: how workers are placed on nodes: ``PACK`` (as few nodes as
         possible: fast collectives) or ``SPREAD`` (one node lost takes fewer workers).

@@ -189,8 +189,11 @@ class SftRecipe:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         device = ray.train.torch.get_device()
+        # A CPU worker computes with as many threads as the CPUs it reserved.
+        threads = max(self.config.mllm.num_threads, int(cfg.resources.num_cpus))
         self.loaded = load_model(
-            self.config.mllm.model_copy(update={"device": str(device)}), "mllm"
+            self.config.mllm.model_copy(update={"device": str(device), "num_threads": threads}),
+            "mllm",
         )
         layers = self.loaded.model.get_decoder().layers
         self.layers = len(layers)
