@@ -193,7 +193,7 @@ STAGES: list[StageInfo] = [
             code_versions=("summarize", "recommend", "scoring"),
             unset_left_out=("evaluate.full_catalogue",),
         ),
-        status_counts=("candidates",),
+        status_counts=("candidates", "rerank_candidates"),
         help="""Score every valid/test candidate and compute AUC, HR@K, NDCG@K, MRR@K.
 
     Writes <run>/scores/ and <run>/eval/metrics.json; with evaluate.full_catalogue also

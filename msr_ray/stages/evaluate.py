@@ -153,4 +153,5 @@ def build(context: BuildContext) -> dict[str, Any]:
         out.write_bytes(json.dumps({MODEL_NAME: metrics}, indent=2).encode(), "metrics.json")
         if full is not None:
             summary["full_catalogue"] = full.write(config, scored, out)
+            summary["rerank_candidates"] = summary["full_catalogue"]["rerank_candidates"]
     return summary

@@ -6,6 +6,7 @@ import shutil
 import pyarrow.compute as pc
 import pytest
 
+from msr_ray.cli import _result_line
 from msr_ray.config import with_overrides
 from msr_ray.data.histories import user_sequences
 from msr_ray.evaluation.baselines.runner import run_baseline
@@ -48,7 +49,9 @@ def test_both_rows_are_written_over_the_same_test_users(full_run):
         8,
         0,
     )
-    assert full["rerank_candidates"] == 8 * N
+    assert full["rerank_candidates"] == summary["rerank_candidates"] == 8 * N
+    line = _result_line({**summary, "stage": "evaluate"})
+    assert f"candidates {summary['candidates']}, rerank candidates {8 * N}" in line
     assert list(full["metrics"]) == [ALONE, RERANK]
     assert full["metrics"][ALONE]["test"]["groups"] == full["metrics"][RERANK]["test"]["groups"]
     assert full["rerank_minus_retrieval"]["test"]["ndcg@10"]["groups"] == 8
