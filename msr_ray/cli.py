@@ -30,7 +30,7 @@ from msr_ray.run.pipeline import (
     run_stage,
     run_status,
 )
-from msr_ray.run.registry import STAGES, STAGES_BY_COMMAND, CliOption, StageInfo
+from msr_ray.run.registry import EVAL_OUTPUT, STAGES, STAGES_BY_COMMAND, CliOption, StageInfo
 from msr_ray.run.rundir import (
     MissingStageOutput,
     NotARunDirectory,
@@ -313,7 +313,7 @@ def _run_all(
         run = RunDir(config.run_dir)
         with captured(run, "demo" if compare else "pipeline"):
             run_pipeline(config, force=force, address=address, on_stage=on_stage)
-            if compare and run.is_complete("eval"):
+            if compare and run.is_complete(EVAL_OUTPUT):
                 with run.lock():
                     for model in BASELINES:
                         if model != retriever:  # trained above, read by eval since
@@ -321,7 +321,7 @@ def _run_all(
                     click.echo(f"Report: {build_report(run)['path']}")
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
-    if run.is_complete("eval"):
+    if run.is_complete(EVAL_OUTPUT):
         click.echo(_metrics_table(run, config))
     click.echo(f"Run directory: {run.root} (logs in {run.path('logs')})")
 

@@ -28,9 +28,18 @@ from msr_ray.evaluation.full_catalogue import (  # noqa: E402
     FULL_CATALOGUE_FILE,
     describe_difference,
 )
+from msr_ray.run.registry import (  # noqa: E402
+    BASELINES_OUTPUT,
+    DATASET_OUTPUT,
+    EVAL_OUTPUT,
+    ITEM_SUMMARIES_OUTPUT,
+    REPORT_OUTPUT,
+    SAMPLES_OUTPUT,
+    SCORES_OUTPUT,
+    USER_SUMMARIES_OUTPUT,
+)
 from msr_ray.run.rundir import RunDir, StageOutput  # noqa: E402
 
-STAGE = "report"
 CHART_METRICS = ("auc", "hr@5", "ndcg@5", "mrr@5")
 THUMBNAIL = 72
 
@@ -38,19 +47,19 @@ THUMBNAIL = 72
 def collect_metrics(run: RunDir) -> dict[str, dict]:
     """model -> split -> metrics, from eval/metrics.json and baselines/*/metrics.json."""
     results: dict[str, dict] = {}
-    if run.is_complete("eval"):
-        results.update(run.read_json("eval", "metrics.json"))
-    for name in run.list_dirs("baselines"):
-        if run.is_complete(f"baselines/{name}"):
-            results.update(run.read_json("baselines", name, "metrics.json"))
+    if run.is_complete(EVAL_OUTPUT):
+        results.update(run.read_json(EVAL_OUTPUT, "metrics.json"))
+    for name in run.list_dirs(BASELINES_OUTPUT):
+        if run.is_complete(f"{BASELINES_OUTPUT}/{name}"):
+            results.update(run.read_json(BASELINES_OUTPUT, name, "metrics.json"))
     return results
 
 
 def collect_full_catalogue(run: RunDir) -> dict[str, Any] | None:
     """``eval/full_catalogue.json`` (``evaluate.full_catalogue``), or None when the run's
     evaluation has none."""
-    if run.is_complete("eval") and FULL_CATALOGUE_FILE in run.completion("eval")["files"]:
-        return run.read_json("eval", FULL_CATALOGUE_FILE)
+    if run.is_complete(EVAL_OUTPUT) and FULL_CATALOGUE_FILE in run.completion(EVAL_OUTPUT)["files"]:
+        return run.read_json(EVAL_OUTPUT, FULL_CATALOGUE_FILE)
     return None
 
 
@@ -179,7 +188,7 @@ _SCORE_ROWS = (
 
 def synthetic_survival(run: RunDir) -> dict[str, float | int] | None:
     """The signal-survival figures of a run built from the synthetic dataset, else None."""
-    if not (run.exists("config.yaml") and run.is_complete("dataset")):
+    if not (run.exists("config.yaml") and run.is_complete(DATASET_OUTPUT)):
         return None
     config = parse_config(run.read_text("config.yaml"), run.path("config.yaml"))
     if config.prepare.source != "synthetic":
@@ -190,11 +199,11 @@ def synthetic_survival(run: RunDir) -> dict[str, float | int] | None:
 
     return synthetic_signal.survival(
         config.prepare.synthetic,
-        run.read_table("dataset", "sequences.parquet"),
-        table("item_summaries"),
-        table("user_summaries"),
-        table("samples"),
-        table("scores/mllm-msr"),
+        run.read_table(DATASET_OUTPUT, "sequences.parquet"),
+        table(ITEM_SUMMARIES_OUTPUT),
+        table(USER_SUMMARIES_OUTPUT),
+        table(SAMPLES_OUTPUT),
+        table(f"{SCORES_OUTPUT}/mllm-msr"),
     )
 
 
@@ -279,13 +288,13 @@ class _Thumbnails:
 
 
 def _user_cards(out: StageOutput, run: RunDir, model: str, limit: int) -> str:
-    items = {r["item_id"]: r for r in run.read_table("dataset", "items.parquet").to_pylist()}
-    histories = train_histories(run.read_table("dataset", "sequences.parquet"))
-    scores = run.read_table("scores", model)
+    items = {r["item_id"]: r for r in run.read_table(DATASET_OUTPUT, "items.parquet").to_pylist()}
+    histories = train_histories(run.read_table(DATASET_OUTPUT, "sequences.parquet"))
+    scores = run.read_table(SCORES_OUTPUT, model)
     scores = scores.filter(pc.equal(scores["split"], "test"))
     summaries: dict[str, str] = {}
-    if run.is_complete("user_summaries"):
-        latest = latest_summaries(run.read_table("user_summaries"))
+    if run.is_complete(USER_SUMMARIES_OUTPUT):
+        latest = latest_summaries(run.read_table(USER_SUMMARIES_OUTPUT))
         summaries = {user: summary for user, (_, summary) in latest.items()}
     thumbs = _Thumbnails(out, items)
     cards = []
@@ -327,10 +336,10 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
     """Write ``report/index.html`` and its images; return which sections it has."""
     results = collect_metrics(run)
     sections: list[str] = []
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(REPORT_OUTPUT) as out:
         body = []
-        if run.is_complete("dataset"):
-            body.append(_dataset_section(run.completion("dataset")))
+        if run.is_complete(DATASET_OUTPUT):
+            body.append(_dataset_section(run.completion(DATASET_OUTPUT)))
             sections.append("dataset")
         if results:
             body.append(_metrics_section(out, results, collect_full_catalogue(run)))
@@ -342,8 +351,8 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
         if run.exists("train_logs"):
             body.append(_training_section(out, run))
             sections.append("training")
-        model = next((m for m in results if run.is_complete(f"scores/{m}")), None)
-        if model and run.is_complete("dataset"):
+        model = next((m for m in results if run.is_complete(f"{SCORES_OUTPUT}/{m}")), None)
+        if model and run.is_complete(DATASET_OUTPUT):
             body.append(_user_cards(out, run, model, max_users))
             sections.append("users")
         page = (
@@ -353,4 +362,4 @@ def build_report(run: RunDir, max_users: int = 6) -> dict[str, Any]:
         )
         out.write_bytes(page.encode(), "index.html")
         out.metadata["sections"] = sections
-    return {"path": run.output_path(STAGE, "index.html"), "sections": sections}
+    return {"path": run.output_path(REPORT_OUTPUT, "index.html"), "sections": sections}

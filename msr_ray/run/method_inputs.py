@@ -20,14 +20,15 @@ import pyarrow.compute as pc
 from msr_ray.config import PipelineConfig, RecommenderConfig, parse_config
 from msr_ray.data.histories import user_sequences
 from msr_ray.models import prompts
-from msr_ray.run.registry import STAGES_BY_COMMAND
+from msr_ray.run.registry import (
+    DATASET_OUTPUT,
+    EVAL_OUTPUT,
+    ITEM_SUMMARIES_OUTPUT,
+    SAMPLES_OUTPUT,
+    TRAIN_OUTPUT,
+)
 from msr_ray.run.rundir import RunDir
 
-TRAIN_STAGE = STAGES_BY_COMMAND["train"].output
-ITEM_SUMMARIES_STAGE = STAGES_BY_COMMAND["summarize-items"].output
-EVALUATE_STAGE = STAGES_BY_COMMAND["evaluate"].output
-DATASET_STAGE = STAGES_BY_COMMAND["prepare"].output
-SAMPLES_STAGE = STAGES_BY_COMMAND["build-samples"].output
 ADAPTER = "adapter"
 # The config a trained adapter was trained with, saved next to it in ``train/``.
 CONFIG_FILE = "config.yaml"
@@ -37,15 +38,15 @@ ITEM_COLUMNS = ["item_id", "title", "image_paths", "image_bytes"]
 def item_descriptions(run: RunDir) -> dict[str, str]:
     """Each item's summary (from summarize-items), shown as the candidate's description
     and beside the recent items."""
-    run.require(ITEM_SUMMARIES_STAGE)
-    table = run.read_table(ITEM_SUMMARIES_STAGE)
+    run.require(ITEM_SUMMARIES_OUTPUT)
+    table = run.read_table(ITEM_SUMMARIES_OUTPUT)
     return dict(zip(table["item_id"].to_pylist(), table["summary"].to_pylist(), strict=True))
 
 
 def history_catalog(run: RunDir) -> dict[str, prompts.HistoryItem]:
     """item_id -> (title, item summary, text) for the preference summarizer; the item's
     own text stands in for an empty summary."""
-    items = run.read_table(DATASET_STAGE, "items.parquet", columns=["item_id", "title", "text"])
+    items = run.read_table(DATASET_OUTPUT, "items.parquet", columns=["item_id", "title", "text"])
     described = item_descriptions(run)
     return {
         item: prompts.HistoryItem(title, described.get(item) or text, text)
@@ -67,9 +68,9 @@ def candidate_rows(
     ``samples`` replaces the run's samples table (a bench's rebuilt one).
     """
     settings = config.recommender
-    samples = run.read_table(SAMPLES_STAGE) if samples is None else samples
+    samples = run.read_table(SAMPLES_OUTPUT) if samples is None else samples
     samples = samples.filter(pc.is_in(samples["split"], value_set=pa.array(list(splits))))
-    items = run.read_table(DATASET_STAGE, "items.parquet", columns=ITEM_COLUMNS)
+    items = run.read_table(DATASET_OUTPUT, "items.parquet", columns=ITEM_COLUMNS)
     text = item_descriptions(run) if settings.reads_item_summaries else {}
     if settings.candidate_description:
         descriptions = [text.get(item) for item in items["item_id"].to_pylist()]
@@ -96,8 +97,8 @@ def recent_column(
             "recommender.recent_items needs the samples' target positions, which this run's "
             "samples predate: rebuild them (msr-ray build-samples --force)"
         )
-    sequences = user_sequences(run.read_table(DATASET_STAGE, "sequences.parquet"))
-    items = run.read_table(DATASET_STAGE, "items.parquet", columns=["item_id", "title"])
+    sequences = user_sequences(run.read_table(DATASET_OUTPUT, "sequences.parquet"))
+    items = run.read_table(DATASET_OUTPUT, "items.parquet", columns=["item_id", "title"])
     titles = dict(zip(items["item_id"].to_pylist(), items["title"].to_pylist(), strict=True))
     lines = [
         prompts.recent_item_lines(
@@ -116,29 +117,29 @@ def recent_column(
 
 def trained_config(run: RunDir, overrides: Sequence[str] = ()) -> PipelineConfig:
     """The config the run's adapter was trained with (``overrides`` applied on top)."""
-    run.require(TRAIN_STAGE)
+    run.require(TRAIN_OUTPUT)
     return parse_config(
-        run.read_text(TRAIN_STAGE, CONFIG_FILE),
-        run.output_path(TRAIN_STAGE, CONFIG_FILE),
+        run.read_text(TRAIN_OUTPUT, CONFIG_FILE),
+        run.output_path(TRAIN_OUTPUT, CONFIG_FILE),
         list(overrides),
     )
 
 
 def adapter_dir(run: RunDir) -> str:
     """Local path of the trained adapter (runs on remote filesystems are copied locally)."""
-    run.require(TRAIN_STAGE)
+    run.require(TRAIN_OUTPUT)
     if run.local:
-        return run.output_path(TRAIN_STAGE, ADAPTER)
-    return run.copy_dir(TRAIN_STAGE, ADAPTER, to=tempfile.mkdtemp(prefix="msr-ray-adapter-"))
+        return run.output_path(TRAIN_OUTPUT, ADAPTER)
+    return run.copy_dir(TRAIN_OUTPUT, ADAPTER, to=tempfile.mkdtemp(prefix="msr-ray-adapter-"))
 
 
 def export_sources(run: RunDir) -> dict[str, Any]:
     """What an export records it was built from: the train stage's completion record, the
     dataset's (empty when absent) and the evaluate metrics (empty when not evaluated)."""
     return {
-        "train": run.completion(TRAIN_STAGE),
-        "dataset": run.completion(DATASET_STAGE) if run.is_complete(DATASET_STAGE) else {},
+        "train": run.completion(TRAIN_OUTPUT),
+        "dataset": run.completion(DATASET_OUTPUT) if run.is_complete(DATASET_OUTPUT) else {},
         "metrics": (
-            run.read_json(EVALUATE_STAGE, "metrics.json") if run.is_complete(EVALUATE_STAGE) else {}
+            run.read_json(EVAL_OUTPUT, "metrics.json") if run.is_complete(EVAL_OUTPUT) else {}
         ),
     }

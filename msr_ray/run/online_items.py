@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from msr_ray.run.registry import ONLINE_ITEMS_OUTPUT
 from msr_ray.run.rundir import RunDir
 
-ONLINE_ITEMS = "online_items"
 RECORDS = "items"
 IMAGES = "images"
 
@@ -27,25 +27,25 @@ IMAGES = "images"
 def read_posted(run: RunDir) -> list[dict[str, Any]]:
     """Every item posted to ``run``, oldest first, with ``image_bytes`` and ``stored_at``."""
     posted = []
-    for name in run.list_files(ONLINE_ITEMS, RECORDS):
-        record = run.read_json(ONLINE_ITEMS, RECORDS, name)
+    for name in run.list_files(ONLINE_ITEMS_OUTPUT, RECORDS):
+        record = run.read_json(ONLINE_ITEMS_OUTPUT, RECORDS, name)
         image = record["image_file"]
         record["image_bytes"] = (
-            [] if image is None else [run.read_bytes(ONLINE_ITEMS, IMAGES, image)]
+            [] if image is None else [run.read_bytes(ONLINE_ITEMS_OUTPUT, IMAGES, image)]
         )
-        record["stored_at"] = run.uri_of(ONLINE_ITEMS, RECORDS, name)
+        record["stored_at"] = run.uri_of(ONLINE_ITEMS_OUTPUT, RECORDS, name)
         posted.append(record)
     return posted
 
 
 def posted_digest(run: RunDir) -> str | None:
     """A digest of the committed records' file names and contents; None when none exist."""
-    names = run.list_files(ONLINE_ITEMS, RECORDS)
+    names = run.list_files(ONLINE_ITEMS_OUTPUT, RECORDS)
     if not names:
         return None
     digest = hashlib.sha256()
     for name in names:
-        content = run.read_bytes(ONLINE_ITEMS, RECORDS, name)
+        content = run.read_bytes(ONLINE_ITEMS_OUTPUT, RECORDS, name)
         digest.update(f"{name}\0{len(content)}\0".encode())
         digest.update(content)
     return digest.hexdigest()[:20]

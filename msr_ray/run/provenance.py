@@ -34,7 +34,16 @@ from msr_ray.data import synthetic
 from msr_ray.data.sampling import reads_a_selection, sample_users
 from msr_ray.models import prompts
 from msr_ray.run.online_items import posted_digest
-from msr_ray.run.registry import COMMAND_OF_OUTPUT, STAGES, Provenance
+from msr_ray.run.registry import (
+    BASELINES_OUTPUT,
+    COMMAND_OF_OUTPUT,
+    DATASET_OUTPUT,
+    ITEM_SUMMARIES_OUTPUT,
+    SAMPLES_OUTPUT,
+    STAGES,
+    USER_SUMMARIES_OUTPUT,
+    Provenance,
+)
 from msr_ray.run.rundir import MissingFingerprint, MissingStageOutput, RunDir, StaleStageOutput
 
 State = Literal["current", "stale", "missing"]
@@ -42,12 +51,11 @@ State = Literal["current", "stale", "missing"]
 # Model fields that change speed or placement, not output.
 _MODEL_KNOBS = ("num_threads", "cache_dir", "device")
 
-# The provenance name of every baseline (scores/<model>/ and baselines/<model>/).
-BASELINES = "baselines"
 # Every stage's provenance comes from its descriptor; the baselines are not a stage.
 PROVENANCE: dict[str, Provenance] = {
     **{stage.output: stage.provenance for stage in STAGES},
-    BASELINES: Provenance(
+    # The provenance name of every baseline (scores/<model>/ and baselines/<model>/).
+    BASELINES_OUTPUT: Provenance(
         (
             "seed",
             "baselines",
@@ -55,7 +63,7 @@ PROVENANCE: dict[str, Provenance] = {
             "evaluate.bootstrap_samples",
             "evaluate.splits",
         ),
-        ("dataset", "samples"),
+        (DATASET_OUTPUT, SAMPLES_OUTPUT),
     ),
 }
 
@@ -94,21 +102,23 @@ def upstream_of(output: str, config: PipelineConfig) -> tuple[str, ...]:
     """The outputs (folders) that ``output`` is built from under this config."""
     spec = PROVENANCE[output]
     shown = spec.with_descriptions and config.recommender.reads_item_summaries
-    upstream = spec.upstream + (("item_summaries",) if shown else ())
+    upstream = spec.upstream + ((ITEM_SUMMARIES_OUTPUT,) if shown else ())
     full_catalogue = config.evaluate.full_catalogue
     if spec.with_retriever and full_catalogue is not None:
-        upstream += (f"{BASELINES}/{config.baselines.output_name(full_catalogue.retriever)}",)
+        upstream += (
+            f"{BASELINES_OUTPUT}/{config.baselines.output_name(full_catalogue.retriever)}",
+        )
     return upstream
 
 
 def _provenance_of(folder: str) -> str:
     """The provenance name of an output folder: ``baselines`` for ``baselines/<name>``."""
-    return BASELINES if folder.startswith(f"{BASELINES}/") else folder
+    return BASELINES_OUTPUT if folder.startswith(f"{BASELINES_OUTPUT}/") else folder
 
 
 def _command_of(folder: str) -> str:
     """The command that builds an output folder."""
-    return "baseline" if _provenance_of(folder) == BASELINES else COMMAND_OF_OUTPUT[folder]
+    return "baseline" if _provenance_of(folder) == BASELINES_OUTPUT else COMMAND_OF_OUTPUT[folder]
 
 
 def source_listing(config: PipelineConfig) -> list[tuple[str, int, int]]:
@@ -138,23 +148,25 @@ def summarized_users(output: str, config: PipelineConfig, run: RunDir) -> dict[s
     """What a sampled run's summaries depend on beyond their config fields: a digest of
     the users summarized and, for item summaries, what selects the items (None when the
     run summarizes every user and item, or has no dataset yet)."""
-    if output not in ("item_summaries", "user_summaries") or not reads_a_selection(config):
+    if output not in (ITEM_SUMMARIES_OUTPUT, USER_SUMMARIES_OUTPUT) or not reads_a_selection(
+        config
+    ):
         return None
-    if not run.is_complete("dataset"):
+    if not run.is_complete(DATASET_OUTPUT):
         return None
-    users = run.read_table("dataset", "sequences.parquet", columns=["user_id"])["user_id"]
+    users = run.read_table(DATASET_OUTPUT, "sequences.parquet", columns=["user_id"])["user_id"]
     sample = sample_users(users.unique().to_pylist(), config.samples)
     window = config.users.history_window
-    if output == "user_summaries" and not sample.is_sampled:
+    if output == USER_SUMMARIES_OUTPUT and not sample.is_sampled:
         return None
-    if output == "item_summaries" and not sample.is_sampled and window is None:
+    if output == ITEM_SUMMARIES_OUTPUT and not sample.is_sampled and window is None:
         return None
     chosen = None
     if sample.is_sampled:
         summarized = sorted(u for u in users.unique().to_pylist() if sample.summarizes(u))
         chosen = hashlib.sha256("\n".join(summarized).encode()).hexdigest()[:20]
     reads: dict[str, Any] = {"users": chosen}
-    if output == "item_summaries":
+    if output == ITEM_SUMMARIES_OUTPUT:
         reads["history_window"] = window
         if config.recommender.candidate_description:
             reads["candidates"] = {
@@ -177,7 +189,7 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
         name: run.completion(name)["version"] if run.is_complete(name) else None
         for name in upstream_of(output, config)
     }
-    is_synthetic = output == "dataset" and config.prepare.source == "synthetic"
+    is_synthetic = output == DATASET_OUTPUT and config.prepare.source == "synthetic"
     record = {
         "output": output,
         "msr_ray": msr_ray.__version__,
@@ -185,7 +197,7 @@ def fingerprint(output: str, config: PipelineConfig, run: RunDir) -> str:
         "generator": synthetic.GENERATOR_VERSION if is_synthetic else None,
         "config": fields,
         "upstream": upstream,
-        "source": source_listing(config) if output == "dataset" else [],
+        "source": source_listing(config) if output == DATASET_OUTPUT else [],
     }
     reads = summarized_users(output, config, run)
     if reads is not None:

@@ -4,10 +4,12 @@ A stage's CLI command, output folder, module, config section, the config fields 
 outputs its output is built from (its provenance), the counts its console line and
 `msr-ray status` show, and its command-line help all live in its ``StageInfo``. The
 pipeline runs stages from it, the CLI makes one command per stage from it, and
-``RunDir.require`` and provenance name the command to run from it.
+``RunDir.require`` and provenance name the command to run from it. Every output folder
+of the run directory is named once, by a ``*_OUTPUT`` constant here.
 
 Adding a stage: write its module (a ``build(context)`` returning its summary), give it a
-config section, and add its ``StageInfo`` here, in pipeline order. Nothing else changes.
+config section, and add its output folder's ``*_OUTPUT`` constant and its ``StageInfo``
+here, in pipeline order. Nothing else changes.
 """
 
 from __future__ import annotations
@@ -61,6 +63,37 @@ class StageInfo:
     options: tuple[CliOption, ...] = ()
 
 
+# The run directory's output folders, by name. These constants are the only spelling of
+# each name in the code: every read, write, ``require`` and provenance name uses them
+# (``tests/run/test_stage_names.py`` fails on a literal). The stages' own outputs:
+DATASET_OUTPUT = "dataset"
+ITEM_SUMMARIES_OUTPUT = "item_summaries"
+USER_SUMMARIES_OUTPUT = "user_summaries"
+SAMPLES_OUTPUT = "samples"
+TRAIN_OUTPUT = "train"
+EVAL_OUTPUT = "eval"
+# Folders that are no stage's output: every model's scores (``scores/<model>/``, the
+# evaluate stage's and each baseline's), the kept baselines (``baselines/<model>/``, also
+# their provenance name), the report, and what serving writes without the lock.
+SCORES_OUTPUT = "scores"
+BASELINES_OUTPUT = "baselines"
+REPORT_OUTPUT = "report"
+PROFILES_OUTPUT = "profiles"
+ONLINE_ITEMS_OUTPUT = "online_items"
+OUTPUT_FOLDERS = (
+    DATASET_OUTPUT,
+    ITEM_SUMMARIES_OUTPUT,
+    USER_SUMMARIES_OUTPUT,
+    SAMPLES_OUTPUT,
+    TRAIN_OUTPUT,
+    EVAL_OUTPUT,
+    SCORES_OUTPUT,
+    BASELINES_OUTPUT,
+    REPORT_OUTPUT,
+    PROFILES_OUTPUT,
+    ONLINE_ITEMS_OUTPUT,
+)
+
 # The recommender's settings: what train, evaluate and serving must agree on.
 RECOMMENDER_FIELDS = (
     "domain",
@@ -77,7 +110,7 @@ RECOMMENDER_FIELDS = (
 STAGES: list[StageInfo] = [
     StageInfo(
         "prepare",
-        "dataset",
+        DATASET_OUTPUT,
         "msr_ray.stages.prepare",
         needs_ray=False,
         section="prepare",
@@ -93,13 +126,13 @@ STAGES: list[StageInfo] = [
     ),
     StageInfo(
         "summarize-items",
-        "item_summaries",
+        ITEM_SUMMARIES_OUTPUT,
         "msr_ray.stages.items",
         needs_ray=True,
         section="items",
         provenance=Provenance(
             ("domain", "mllm", "items.mode", "items.on_error", "items.max_image_side"),
-            ("dataset",),
+            (DATASET_OUTPUT,),
             code_versions=("summarize",),
         ),
         status_counts=("items",),
@@ -109,7 +142,7 @@ STAGES: list[StageInfo] = [
     ),
     StageInfo(
         "summarize-users",
-        "user_summaries",
+        USER_SUMMARIES_OUTPUT,
         "msr_ray.stages.users",
         needs_ray=True,
         section="users",
@@ -123,7 +156,7 @@ STAGES: list[StageInfo] = [
                 "users.item_words",
                 "users.history_window",
             ),
-            ("dataset", "item_summaries"),
+            (DATASET_OUTPUT, ITEM_SUMMARIES_OUTPUT),
             code_versions=("summarize",),
         ),
         status_counts=("users", "summaries"),
@@ -133,12 +166,14 @@ STAGES: list[StageInfo] = [
     ),
     StageInfo(
         "build-samples",
-        "samples",
+        SAMPLES_OUTPUT,
         "msr_ray.stages.samples",
         needs_ray=False,
         section="samples",
         provenance=Provenance(
-            ("samples",), ("dataset", "user_summaries"), code_versions=("summarize",)
+            ("samples",),
+            (DATASET_OUTPUT, USER_SUMMARIES_OUTPUT),
+            code_versions=("summarize",),
         ),
         status_counts=("rows_by_split",),
         help="""Build training pairs and valid/test candidate lists.
@@ -147,13 +182,13 @@ STAGES: list[StageInfo] = [
     ),
     StageInfo(
         "train",
-        "train",
+        TRAIN_OUTPUT,
         "msr_ray.stages.train",
         needs_ray=True,
         section="train",
         provenance=Provenance(
             (*RECOMMENDER_FIELDS, "train"),
-            ("dataset", "samples"),
+            (DATASET_OUTPUT, SAMPLES_OUTPUT),
             with_descriptions=True,
             ignored=(
                 "train.resources",
@@ -174,7 +209,7 @@ STAGES: list[StageInfo] = [
     ),
     StageInfo(
         "evaluate",
-        "eval",
+        EVAL_OUTPUT,
         "msr_ray.stages.evaluate",
         needs_ray=True,
         section="evaluate",
@@ -187,7 +222,7 @@ STAGES: list[StageInfo] = [
                 "evaluate.splits",
                 "evaluate.full_catalogue",
             ),
-            ("dataset", "samples", "train"),
+            (DATASET_OUTPUT, SAMPLES_OUTPUT, TRAIN_OUTPUT),
             with_descriptions=True,
             with_retriever=True,
             code_versions=("summarize", "recommend", "scoring"),
@@ -202,8 +237,3 @@ STAGES: list[StageInfo] = [
 ]
 STAGES_BY_COMMAND = {s.command: s for s in STAGES}
 COMMAND_OF_OUTPUT = {s.output: s.command for s in STAGES}
-
-
-def output_of(module: str) -> str:
-    """The output folder of the stage whose module is ``module`` (a stage's own name)."""
-    return next(s.output for s in STAGES if s.module == module)

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from msr_ray.run.registry import COMMAND_OF_OUTPUT
+from msr_ray.run.registry import COMMAND_OF_OUTPUT, ONLINE_ITEMS_OUTPUT, PROFILES_OUTPUT
 
 COMPLETE_MARKER = "_COMPLETE.json"
 RUN_MARKER = "_MSR_RAY_RUN.json"
@@ -58,7 +58,7 @@ DEFAULT_LEASE_S = 600.0
 LEASE_ENV = "MSR_RAY_LOCK_LEASE_S"
 # Folders the lock-time cleanup leaves alone: serving writes ``profiles/`` and
 # ``online_items/`` (``serving/items.py``) without the lock.
-UNLOCKED_FOLDERS = ("profiles", "online_items")
+UNLOCKED_FOLDERS = (PROFILES_OUTPUT, ONLINE_ITEMS_OUTPUT)
 
 
 def absolute_location(uri: str) -> str:

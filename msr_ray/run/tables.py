@@ -5,16 +5,17 @@ from __future__ import annotations
 import pyarrow as pa
 
 from msr_ray.data.schemas import ITEMS, SCORES, SEQUENCES, validate_table
+from msr_ray.run.registry import DATASET_OUTPUT
 from msr_ray.run.rundir import RunDir
 
 
 def read_dataset(run: RunDir) -> tuple[pa.Table, pa.Table]:
     """The run's prepared items and sequences, checked against their schemas."""
-    run.require("dataset")
-    items = run.read_table("dataset", "items.parquet")
-    sequences = run.read_table("dataset", "sequences.parquet")
-    validate_table(items, ITEMS, run.output_path("dataset", "items.parquet"))
-    validate_table(sequences, SEQUENCES, run.output_path("dataset", "sequences.parquet"))
+    run.require(DATASET_OUTPUT)
+    items = run.read_table(DATASET_OUTPUT, "items.parquet")
+    sequences = run.read_table(DATASET_OUTPUT, "sequences.parquet")
+    validate_table(items, ITEMS, run.output_path(DATASET_OUTPUT, "items.parquet"))
+    validate_table(sequences, SEQUENCES, run.output_path(DATASET_OUTPUT, "sequences.parquet"))
     return items, sequences
 
 

@@ -14,6 +14,7 @@ from msr_ray.data.images import ImageError, encode_png, item_image
 from msr_ray.models.prompts import recent_item_lines
 from msr_ray.run.method_inputs import ITEM_COLUMNS, item_descriptions
 from msr_ray.run.online_items import read_posted
+from msr_ray.run.registry import DATASET_OUTPUT, USER_SUMMARIES_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.items import describe
 from msr_ray.serving.requests import (
@@ -99,13 +100,13 @@ class ServingCatalog:
         summaries, when the recommender's ``settings`` show them); those stages must be
         complete."""
         settings = settings or RecommenderConfig()
-        run.require("dataset")
-        run.require("user_summaries")
+        run.require(DATASET_OUTPUT)
+        run.require(USER_SUMMARIES_OUTPUT)
         descriptions = item_descriptions(run) if settings.reads_item_summaries else None
-        sequences = run.read_table("dataset", "sequences.parquet")
+        sequences = run.read_table(DATASET_OUTPUT, "sequences.parquet")
         catalog = cls(
-            run.read_table("dataset", "items.parquet"),
-            run.read_table("user_summaries"),
+            run.read_table(DATASET_OUTPUT, "items.parquet"),
+            run.read_table(USER_SUMMARIES_OUTPUT),
             descriptions,
             train_histories(sequences),
             settings,

@@ -37,7 +37,8 @@ from msr_ray.data.images import IMAGE_FORMATS, ImageError, load_image
 from msr_ray.data.readers.amazon import MAX_TEXT_CHARS
 from msr_ray.data.schemas import ITEMS
 from msr_ray.models.prompts import HistoryItem
-from msr_ray.run.online_items import IMAGES, ONLINE_ITEMS, RECORDS, read_posted
+from msr_ray.run.online_items import IMAGES, RECORDS, read_posted
+from msr_ray.run.registry import DATASET_OUTPUT, ONLINE_ITEMS_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError
 
@@ -164,9 +165,9 @@ class ItemStore:
     first post)."""
 
     def __init__(self, run: RunDir, config: PipelineConfig):
-        run.require("dataset")
+        run.require(DATASET_OUTPUT)
         self.run, self.config = run, config
-        items = run.read_table("dataset", "items.parquet", columns=["item_id"])
+        items = run.read_table(DATASET_OUTPUT, "items.parquet", columns=["item_id"])
         self.dataset_ids = set(items["item_id"].to_pylist())
         self.posted = read_posted(run)
         self.posted_ids = {record["item_id"] for record in self.posted}
@@ -196,7 +197,7 @@ class ItemStore:
         image_file = None
         if item.image is not None:
             image_file = f"{seq:08d}.{item.image_format}"
-            self.run.write_bytes(item.image, ONLINE_ITEMS, IMAGES, image_file)
+            self.run.write_bytes(item.image, ONLINE_ITEMS_OUTPUT, IMAGES, image_file)
         record = {
             "item_id": item.item_id,
             "title": item.title,
@@ -207,9 +208,9 @@ class ItemStore:
             "posted_at": time.time(),
         }
         name = f"{seq:08d}.json"
-        self.run.write_json(record, ONLINE_ITEMS, RECORDS, name)
+        self.run.write_json(record, ONLINE_ITEMS_OUTPUT, RECORDS, name)
         record["image_bytes"] = [] if item.image is None else [item.image]
-        record["stored_at"] = self.run.uri_of(ONLINE_ITEMS, RECORDS, name)
+        record["stored_at"] = self.run.uri_of(ONLINE_ITEMS_OUTPUT, RECORDS, name)
         self.posted.append(record)
         self.posted_ids.add(item.item_id)
         return record

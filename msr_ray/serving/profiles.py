@@ -27,10 +27,9 @@ from msr_ray.data.histories import summaries_by_user, summary_start, train_histo
 from msr_ray.method.preferences import PreferenceSummarizer, UserState, apply
 from msr_ray.models.prompts import HistoryItem
 from msr_ray.run.method_inputs import history_catalog
+from msr_ray.run.registry import DATASET_OUTPUT, PROFILES_OUTPUT, USER_SUMMARIES_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.requests import RequestError, unknown_items, unknown_user
-
-PROFILES = "profiles"
 
 
 def user_key(user_id: str) -> str:
@@ -52,14 +51,14 @@ class ProfileStore:
 
     def __init__(self, run: RunDir, config: PipelineConfig):
         """Read the run's histories, batch summaries and catalog (the LLM loads on first use)."""
-        run.require("dataset")
-        run.require("user_summaries")
+        run.require(DATASET_OUTPUT)
+        run.require(USER_SUMMARIES_OUTPUT)
         self.run, self.config = run, config
-        self.base = run.completion("user_summaries")["version"]
-        items = run.read_table("dataset", "items.parquet", columns=["item_id"])
+        self.base = run.completion(USER_SUMMARIES_OUTPUT)["version"]
+        items = run.read_table(DATASET_OUTPUT, "items.parquet", columns=["item_id"])
         self.item_ids = set(items["item_id"].to_pylist())
-        self.histories = train_histories(run.read_table("dataset", "sequences.parquet"))
-        self.batch_summaries = summaries_by_user(run.read_table("user_summaries"))
+        self.histories = train_histories(run.read_table(DATASET_OUTPUT, "sequences.parquet"))
+        self.batch_summaries = summaries_by_user(run.read_table(USER_SUMMARIES_OUTPUT))
         self.profiles: dict[str, Profile] = {}
         self.posted: dict[str, HistoryItem] = {}
         self._summarizer: PreferenceSummarizer | None = None
@@ -90,12 +89,12 @@ class ProfileStore:
             UserState(history, dict(self.batch_summaries[user_id]), first),
             batch_items=len(history),
         )
-        for name in self.run.list_files(PROFILES, "events", key):
-            event = self.run.read_json(PROFILES, "events", key, name)
+        for name in self.run.list_files(PROFILES_OUTPUT, "events", key):
+            event = self.run.read_json(PROFILES_OUTPUT, "events", key, name)
             profile.events.append(event)
             history.extend(event["items"])
-        for name in self.run.list_files(PROFILES, "summaries", self.base, key):
-            row = self.run.read_json(PROFILES, "summaries", self.base, key, name)
+        for name in self.run.list_files(PROFILES_OUTPUT, "summaries", self.base, key):
+            row = self.run.read_json(PROFILES_OUTPUT, "summaries", self.base, key, name)
             profile.state.summaries[row["step"]] = row["summary"]
         return profile
 
@@ -122,7 +121,9 @@ class ProfileStore:
             for row in rows:
                 row["continues_version"] = self.base
                 name = f"{row['step']:08d}.json"
-                self.run.write_json(row, PROFILES, "summaries", self.base, user_key(user_id), name)
+                self.run.write_json(
+                    row, PROFILES_OUTPUT, "summaries", self.base, user_key(user_id), name
+                )
             apply({user_id: profile.state}, rows)
 
     @staticmethod
@@ -158,7 +159,7 @@ class ProfileStore:
             "received_at": time.time(),
         }
         self.run.write_json(
-            event, PROFILES, "events", user_key(user_id), f"{event['seq']:08d}.json"
+            event, PROFILES_OUTPUT, "events", user_key(user_id), f"{event['seq']:08d}.json"
         )
         profile.events.append(event)
         profile.state.history.extend(items)

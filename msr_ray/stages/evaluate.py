@@ -39,12 +39,10 @@ from msr_ray.run.actor_pools import PoolMap
 from msr_ray.run.blocks import dataset_in_groups
 from msr_ray.run.method_inputs import adapter_dir, candidate_rows
 from msr_ray.run.provenance import BuildContext
-from msr_ray.run.registry import output_of
+from msr_ray.run.registry import EVAL_OUTPUT, SAMPLES_OUTPUT, SCORES_OUTPUT
 from msr_ray.run.rundir import RunDir, StageOutput
 from msr_ray.run.tables import read_dataset, scores_table
 
-STAGE = output_of(__name__)
-SCORES_DIR = "scores"
 MODEL_NAME = "mllm-msr"
 
 
@@ -95,7 +93,7 @@ class FullCatalogue:
         start = time.perf_counter()
         self.retriever = Retriever.from_run(run, config.baselines.output_name(cfg.retriever))
         _, sequences = read_dataset(run)
-        self.retrieval = retrieve(self.retriever, run.read_table("samples"), sequences, cfg.n)
+        self.retrieval = retrieve(self.retriever, run.read_table(SAMPLES_OUTPUT), sequences, cfg.n)
         self.seconds = time.perf_counter() - start
         self.candidates = candidate_rows(
             run, config, (RETRIEVED_SPLIT,), self.retrieval.candidates()
@@ -145,11 +143,11 @@ def build(context: BuildContext) -> dict[str, Any]:
     metrics = evaluate_scores(scores, cfg.ks, cfg.bootstrap_samples, config.seed)
     # The scores are part of this stage's build: same fingerprint as eval/.
     fingerprint = context.fingerprint
-    with run.stage_output(f"{SCORES_DIR}/{MODEL_NAME}", fingerprint=fingerprint) as out:
+    with run.stage_output(f"{SCORES_OUTPUT}/{MODEL_NAME}", fingerprint=fingerprint) as out:
         out.write_table(scores, "scores.parquet")
     metadata = {"metrics": metrics, "prompt_version": RECOMMEND_PROMPT_VERSION}
     summary: dict[str, Any] = {"candidates": scores.num_rows, "metrics": metrics}
-    with run.stage_output(STAGE, metadata, fingerprint) as out:
+    with run.stage_output(EVAL_OUTPUT, metadata, fingerprint) as out:
         out.write_bytes(json.dumps({MODEL_NAME: metrics}, indent=2).encode(), "metrics.json")
         if full is not None:
             summary["full_catalogue"] = full.write(config, scored, out)

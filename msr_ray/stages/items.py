@@ -28,9 +28,7 @@ from msr_ray.method.item_summaries import ItemSummarizer, outcome
 from msr_ray.run.actor_pools import PoolMap
 from msr_ray.run.blocks import dataset_in_blocks
 from msr_ray.run.provenance import BuildContext
-from msr_ray.run.registry import COMMAND_OF_OUTPUT, output_of
-
-STAGE = output_of(__name__)
+from msr_ray.run.registry import COMMAND_OF_OUTPUT, DATASET_OUTPUT, ITEM_SUMMARIES_OUTPUT
 
 
 def _unique(parts: pa.Table | None) -> pa.Table:
@@ -46,18 +44,18 @@ def build(context: BuildContext) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config.items
-    run.require("dataset")
-    items = run.read_table("dataset", "items.parquet")
+    run.require(DATASET_OUTPUT)
+    items = run.read_table(DATASET_OUTPUT, "items.parquet")
     catalogue = items.num_rows
     if reads_a_selection(config):
-        sequences = run.read_table("dataset", "sequences.parquet")
+        sequences = run.read_table(DATASET_OUTPUT, "sequences.parquet")
         read = items_read(config, sequences, items["item_id"].to_pylist()) or set()
         items = items.filter(
             pc.is_in(items["item_id"], value_set=pa.array(sorted(read), pa.string()))
         )
     total = items.num_rows
     key = context.parts_key
-    done = _unique(run.read_parts(STAGE, key))["item_id"]
+    done = _unique(run.read_parts(ITEM_SUMMARIES_OUTPUT, key))["item_id"]
     todo = items.filter(pc.invert(pc.is_in(items["item_id"], value_set=done)))
     if cfg.max_items is not None:
         todo = todo.slice(0, cfg.max_items)
@@ -82,9 +80,11 @@ def build(context: BuildContext) -> dict[str, Any]:
     written = generated_tokens = 0
     errors: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
-    with tqdm(total=todo.num_rows, desc=COMMAND_OF_OUTPUT[STAGE], unit="item") as bar:
+    with tqdm(
+        total=todo.num_rows, desc=COMMAND_OF_OUTPUT[ITEM_SUMMARIES_OUTPUT], unit="item"
+    ) as bar:
         for batch in summaries.batches():
-            run.append_part(batch, STAGE, key)
+            run.append_part(batch, ITEM_SUMMARIES_OUTPUT, key)
             written += batch.num_rows
             generated_tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
             errors.update(e.split(":", 1)[0] for e in batch["error"].to_pylist() if e)
@@ -96,7 +96,7 @@ def build(context: BuildContext) -> dict[str, Any]:
             )
             bar.update(batch.num_rows)
     seconds = time.perf_counter() - start
-    table = _unique(run.read_parts(STAGE, key))
+    table = _unique(run.read_parts(ITEM_SUMMARIES_OUTPUT, key))
     table = table.filter(pc.is_in(table["item_id"], value_set=items["item_id"]))
     complete = table.num_rows >= total
     summary = {
@@ -116,7 +116,7 @@ def build(context: BuildContext) -> dict[str, Any]:
         "model": config.mllm.name,
     }
     if complete:
-        with run.stage_output(STAGE, fingerprint=context.fingerprint) as out:
+        with run.stage_output(ITEM_SUMMARIES_OUTPUT, fingerprint=context.fingerprint) as out:
             out.write_table(table.sort_by("item_id"), "summaries.parquet")
             out.metadata.update(summary)
     return summary

@@ -29,6 +29,7 @@ from msr_ray.data.readers.generic import read_generic
 from msr_ray.data.schemas import DataError
 from msr_ray.run.online_items import read_posted
 from msr_ray.run.provenance import BuildContext
+from msr_ray.run.registry import DATASET_OUTPUT
 
 # The quarantine's table of posted items that were not added.
 POSTED_ITEMS = "posted_items"
@@ -132,7 +133,7 @@ def build(context: BuildContext) -> dict[str, Any]:
         "users": pc.count_distinct(sequences["user_id"]).as_py(),
         "interactions_by_split": {row["split"]: row["count_all"] for row in splits},
     }
-    with run.stage_output("dataset", fingerprint=context.fingerprint) as out:
+    with run.stage_output(DATASET_OUTPUT, fingerprint=context.fingerprint) as out:
         out.write_table(items, "items.parquet")
         out.write_table(sequences, "sequences.parquet")
         out.write_table(raw.quarantine.to_table(), "quarantine.parquet")

@@ -31,14 +31,12 @@ from msr_ray.models.prompts import RECOMMEND_PROMPT_VERSION
 from msr_ray.run.blocks import dataset_in_groups
 from msr_ray.run.method_inputs import ADAPTER, CONFIG_FILE, candidate_rows
 from msr_ray.run.provenance import BuildContext
-from msr_ray.run.registry import output_of
+from msr_ray.run.registry import SAMPLES_OUTPUT, TRAIN_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.training.progress import PROGRESS_EVERY_S, progress_file
 from msr_ray.training.recipe import train_loop_per_worker
 from msr_ray.training.row_order import prefix_unit_order
 from msr_ray.training.tracking import tracking_uri
-
-STAGE = output_of(__name__)
 
 # Validation blocks per worker: the split hands out whole blocks.
 VALID_BLOCKS_PER_WORKER = 4
@@ -127,7 +125,7 @@ def build(context: BuildContext) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    run.require("samples")
+    run.require(SAMPLES_OUTPUT)
     cfg = config.train
     tracking = tracking_uri(config, run)  # a bad tracking setting fails before any work
     train = candidate_rows(run, config, ("train",))
@@ -138,7 +136,7 @@ def build(context: BuildContext) -> dict[str, Any]:
     usable = (train.num_rows // global_batch) * global_batch
     if usable == 0:
         raise DataError(
-            run.output_path("samples"),
+            run.output_path(SAMPLES_OUTPUT),
             f"{train.num_rows} training rows: fewer than one global batch of {global_batch} "
             "(train.num_workers x train.micro_batch_size). Lower those, or build more "
             "training rows (longer histories, more samples.train_negatives)",
@@ -172,7 +170,7 @@ def build(context: BuildContext) -> dict[str, Any]:
             # afresh, an unchanged rerun (a drill, a resumed job) restores its checkpoints,
             # and --force drops them with the stage's other parts.
             name=context.parts_key,
-            **run.ray_storage("_parts", STAGE),
+            **run.ray_storage("_parts", TRAIN_OUTPUT),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -204,7 +202,7 @@ def build(context: BuildContext) -> dict[str, Any]:
     }
     fingerprint = context.fingerprint
     with (
-        run.stage_output(STAGE, fingerprint=fingerprint) as out,
+        run.stage_output(TRAIN_OUTPUT, fingerprint=fingerprint) as out,
         result.checkpoint.as_directory() as folder,
     ):
         for name in os.listdir(os.path.join(folder, ADAPTER)):

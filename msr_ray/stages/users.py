@@ -38,10 +38,8 @@ from msr_ray.method.preferences import (
 from msr_ray.models import prompts
 from msr_ray.run.method_inputs import history_catalog
 from msr_ray.run.provenance import BuildContext
-from msr_ray.run.registry import COMMAND_OF_OUTPUT, output_of
+from msr_ray.run.registry import COMMAND_OF_OUTPUT, USER_SUMMARIES_OUTPUT
 from msr_ray.run.rundir import RunDir
-
-STAGE = output_of(__name__)
 
 
 class UserShard:
@@ -69,7 +67,7 @@ class UserShard:
 
     def _reload(self) -> None:
         """Restore every persisted summary of this shard's users (after a restart too)."""
-        mine = self.run.read_parts(STAGE, self.parts_key)
+        mine = self.run.read_parts(USER_SUMMARIES_OUTPUT, self.parts_key)
         if mine is None:
             return
         for row in mine.select(["user_id", "step", "summary"]).to_pylist():
@@ -96,7 +94,9 @@ class UserShard:
         if work:
             rows = self.summarizer.summarize([(u, self.users[u], s) for u, s in work])
             self.run.append_part(
-                pa.Table.from_pylist(rows, schema=USER_SUMMARIES), STAGE, self.parts_key
+                pa.Table.from_pylist(rows, schema=USER_SUMMARIES),
+                USER_SUMMARIES_OUTPUT,
+                self.parts_key,
             )
             apply(self.users, rows)
             stats = {
@@ -187,7 +187,7 @@ def plan_users(config: PipelineConfig, run: RunDir) -> UserPlan:
 
 def persisted(run: RunDir, key: str) -> pa.Table:
     """Every persisted summary of the build ``key``, one row per (user, step)."""
-    parts = run.read_parts(STAGE, key)
+    parts = run.read_parts(USER_SUMMARIES_OUTPUT, key)
     if parts is None:
         return USER_SUMMARIES.empty_table()
     return dedupe(parts, ("user_id", "step"))
@@ -209,7 +209,10 @@ def build(context: BuildContext) -> dict[str, Any]:
     start = time.perf_counter()
     summarizer = UserSummarizer(config, key)
     with tqdm(
-        total=len(plan.expected), initial=done_before, desc=COMMAND_OF_OUTPUT[STAGE], unit="block"
+        total=len(plan.expected),
+        initial=done_before,
+        desc=COMMAND_OF_OUTPUT[USER_SUMMARIES_OUTPUT],
+        unit="block",
     ) as bar:
         pending = True
         while pending:
@@ -242,7 +245,7 @@ def build(context: BuildContext) -> dict[str, Any]:
         "history_window": cfg.history_window,
         "num_shards": cfg.num_shards,
     }
-    with run.stage_output(STAGE, fingerprint=context.fingerprint) as out:
+    with run.stage_output(USER_SUMMARIES_OUTPUT, fingerprint=context.fingerprint) as out:
         out.write_table(
             table.sort_by([("user_id", "ascending"), ("step", "ascending")]), "summaries.parquet"
         )

@@ -26,12 +26,10 @@ import pyarrow as pa
 from msr_ray.config import PipelineConfig, TrainConfig
 from msr_ray.models.lora import frozen_layers, lora_config
 from msr_ray.run.method_inputs import ADAPTER
-from msr_ray.run.registry import STAGES_BY_COMMAND
 from msr_ray.run.rundir import RunDir
 from msr_ray.training.progress import ProgressFile
 from msr_ray.training.tracking import NoTracking, open_tracker
 
-STAGE = STAGES_BY_COMMAND["train"].output
 DEEPSPEED_DIR = "deepspeed"
 STATE_FILE = "train_state.json"
 

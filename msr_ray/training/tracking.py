@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from msr_ray.config import PipelineConfig
-from msr_ray.run.registry import STAGES_BY_COMMAND
+from msr_ray.run.registry import TRAIN_OUTPUT
 from msr_ray.run.rundir import RunDir
 
 
@@ -115,7 +115,7 @@ def open_tracker(config: PipelineConfig, run: RunDir, key: str) -> Tracker:
     uri = tracking_uri(config, run)
     if uri is None:
         return NoTracking()
-    id_file = ("_parts", STAGES_BY_COMMAND["train"].output, f"{key}.mlflow.json")
+    id_file = ("_parts", TRAIN_OUTPUT, f"{key}.mlflow.json")
     run_id = run.read_json(*id_file)["run_id"] if run.exists(*id_file) else None
     tracker = MlflowTracker(uri, config.train.tracking_experiment, f"train-{key[:12]}", run_id)
     if run_id is None:

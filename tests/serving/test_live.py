@@ -23,12 +23,13 @@ from msr_ray.data.schemas import ITEM_SUMMARIES, SEQUENCES
 from msr_ray.evaluation.baselines.runner import run_baseline
 from msr_ray.run import cluster
 from msr_ray.run.method_inputs import trained_config
+from msr_ray.run.registry import USER_SUMMARIES_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.app import RecommenderIngress, build_app
 from msr_ray.serving.instance import shortfall
 from msr_ray.serving.scorer import Scorer
 from msr_ray.serving.updater import ProfileUpdater
-from msr_ray.stages.users import STAGE, UserShard, persisted
+from msr_ray.stages.users import UserShard, persisted
 from tests.browser import Browser, chromium_or_skip
 
 BASE = "http://127.0.0.1:8000"
@@ -52,7 +53,7 @@ def _summarize_users(run: RunDir) -> dict:
     shard = UserShard(0, 1, config, "offline")
     while shard.advance_round()["pending"]:
         pass
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(USER_SUMMARIES_OUTPUT) as out:
         out.write_table(persisted(run, "offline"), "summaries.parquet")
     return shard.users
 
@@ -482,7 +483,7 @@ def _rename_user(run: RunDir, old: str, new: str) -> None:
     summaries = summaries.set_column(
         column, summaries.schema.field(column), pa.array(users, pa.string())
     )
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(USER_SUMMARIES_OUTPUT) as out:
         out.write_table(summaries, "summaries.parquet")
 
 

@@ -3,10 +3,11 @@ recomputation of `summarize-users` over the extended history."""
 
 import pytest
 
+from msr_ray.run.registry import USER_SUMMARIES_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.serving.profiles import ProfileStore, user_key
 from msr_ray.serving.requests import RequestError
-from msr_ray.stages.users import STAGE, UserShard, persisted
+from msr_ray.stages.users import UserShard, persisted
 from tests.stages.conftest import tiny_config, write_dataset
 
 ITEMS = {f"i{n}": f"A clip about topic {n % 4}." for n in range(12)}
@@ -21,7 +22,7 @@ def summarized(run_dir, histories):
     shard = UserShard(0, 1, config, "k")
     while shard.advance_round()["pending"]:
         pass
-    with run.stage_output(STAGE) as out:
+    with run.stage_output(USER_SUMMARIES_OUTPUT) as out:
         out.write_table(persisted(run, "k"), "summaries.parquet")
     return config, run, shard
 

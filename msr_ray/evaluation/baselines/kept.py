@@ -22,6 +22,7 @@ import msr_ray
 from msr_ray.evaluation.baselines import BASELINES
 from msr_ray.evaluation.baselines.models import item_logits, sequence_model
 from msr_ray.evaluation.baselines.training import recent_items
+from msr_ray.run.registry import BASELINES_OUTPUT
 from msr_ray.run.rundir import MissingStageOutput, RunDir, StageOutput
 
 MODEL_FILE = "model.json"
@@ -60,7 +61,7 @@ class KeptBaseline:
     @classmethod
     def read(cls, run: RunDir, name: str) -> KeptBaseline:
         """The baseline ``msr-ray baseline`` kept as ``baselines/<name>/``."""
-        folder = f"baselines/{name}"
+        folder = f"{BASELINES_OUTPUT}/{name}"
         if not (run.is_complete(folder) and MODEL_FILE in run.completion(folder)["files"]):
             raise MissingStageOutput(
                 f"no kept model in {folder}/ of {run.root} (none trained, or trained before "

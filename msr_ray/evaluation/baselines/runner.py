@@ -23,6 +23,7 @@ from msr_ray.evaluation.baselines.models import sequence_model
 from msr_ray.evaluation.baselines.training import fit, score
 from msr_ray.evaluation.metrics import evaluate_scores
 from msr_ray.run import provenance
+from msr_ray.run.registry import BASELINES_OUTPUT, SAMPLES_OUTPUT, SCORES_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.run.tables import read_dataset, scores_table
 
@@ -38,8 +39,8 @@ def refresh_baseline(
 ) -> dict[str, Any] | None:
     """``run_baseline`` unless the baseline's kept output is current (``force``: always);
     its summary, or None when it was current."""
-    folder = f"baselines/{baseline_name(model, config)}"
-    kept = provenance.state("baselines", config, run, folder) == "current"
+    folder = f"{BASELINES_OUTPUT}/{baseline_name(model, config)}"
+    kept = provenance.state(BASELINES_OUTPUT, config, run, folder) == "current"
     if kept and not force and MODEL_FILE in run.completion(folder)["files"]:
         return None
     return run_baseline(config, run, model)
@@ -49,13 +50,13 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
     """Train ``model`` (pop / sasrec / gru4rec) on the train split and score the samples."""
     cfg = config.baselines
     name = baseline_name(model, config)
-    provenance.check_upstream("baselines", config, run)
+    provenance.check_upstream(BASELINES_OUTPUT, config, run)
     items, sequences = read_dataset(run)
     data = sequence_data(items, sequences)
     if cfg.train_users == "sampled":
         sample = run_sample(config, sequences)
         data.train = {u: seq for u, seq in data.train.items() if sample.trains(u)}
-    candidates = eval_groups(run.read_table("samples")).to_pylist()
+    candidates = eval_groups(run.read_table(SAMPLES_OUTPUT)).to_pylist()
     start = time.perf_counter()
     losses: list[float] = []
     kept = KeptBaseline(BASELINES[model], sorted(data.vocab, key=data.vocab.get), cfg.model_dump())
@@ -88,8 +89,8 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         table, config.evaluate.ks, config.evaluate.bootstrap_samples, config.seed
     )
     # The scores and the metrics are one build, as evaluate's scores/ and eval/ are.
-    context = provenance.build_context("baselines", config, run)
-    with run.stage_output(f"scores/{name}", fingerprint=context.fingerprint) as out:
+    context = provenance.build_context(BASELINES_OUTPUT, config, run)
+    with run.stage_output(f"{SCORES_OUTPUT}/{name}", fingerprint=context.fingerprint) as out:
         out.write_table(table, "scores.parquet")
     summary = {
         "model": name,
@@ -99,7 +100,9 @@ def run_baseline(config: PipelineConfig, run: RunDir, model: str) -> dict[str, A
         "candidates": table.num_rows,
         "metrics": metrics,
     }
-    with run.stage_output(f"baselines/{name}", {"model": name}, context.fingerprint) as out:
+    with run.stage_output(
+        f"{BASELINES_OUTPUT}/{name}", {"model": name}, context.fingerprint
+    ) as out:
         out.write_bytes(json.dumps({name: metrics}, indent=2).encode(), "metrics.json")
         training = {k: v for k, v in summary.items() if k != "metrics"}
         out.write_bytes(json.dumps(training).encode(), "training.json")
