@@ -345,7 +345,8 @@ class RecommenderConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Stage `train`: LoRA SFT of the recommender with Ray Train + DeepSpeed.
+    """Stage `train`: fine-tuning of the recommender with Ray Train + DeepSpeed (LoRA, the
+    top decoder layers or the whole language model: ``trainable``).
 
     num_workers: Ray Train workers (data parallel).
     resources: per-worker resources; ``num_gpus`` > 0 trains on GPUs (nccl), 0 on CPUs

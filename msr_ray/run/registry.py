@@ -203,9 +203,13 @@ STAGES: list[StageInfo] = [
             code_versions=("summarize", "recommend", "scoring"),
         ),
         status_counts=("train_rows", "epochs"),
-        help="""LoRA SFT of the Yes/No recommender with Ray Train + DeepSpeed.
+        help="""Fine-tune the Yes/No recommender with Ray Train + DeepSpeed.
 
-    Writes <run>/train/ with the PEFT adapter of the last checkpoint.""",
+    What it trains is train.trainable's: lora (LoRA on the language model's linear
+    layers), top-layers (the top train.top_layers decoder layers in full) or
+    language-model (every decoder layer in full). Writes <run>/train/ with the weights of
+    the last checkpoint as one PEFT adapter (the full-trained layers as its
+    modules_to_save) and the config it was trained with.""",
     ),
     StageInfo(
         "evaluate",

@@ -1,4 +1,5 @@
-"""Stage `train`: LoRA SFT of the Yes/No recommender on Ray Train with DeepSpeed.
+"""Stage `train`: fine-tune the Yes/No recommender on Ray Train with DeepSpeed (what it
+trains is ``train.trainable``'s: LoRA, the top decoder layers or the whole language model).
 
 Driver only: join the samples with the items (title, image), order the training rows
 (seeded, rows sharing a prompt prefix together), and start a ``TorchTrainer`` (gloo on
