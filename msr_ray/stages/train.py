@@ -7,7 +7,7 @@ CPU, nccl on GPU) whose workers run ``msr_ray.training.recipe``. The training ro
 evenly across workers; the validation rows are split too, every row scored once, and
 every rank computes the epoch's AUC from the all-gathered scores. The trainer's run lives
 under ``<run>/_parts/train/<fingerprint>``: rerunning after a crash with the same inputs
-and settings restores the latest checkpoint. The sealed ``train/`` folder holds the
+and settings restores the latest checkpoint; once ``train/`` is sealed they are deleted. The sealed ``train/`` folder holds the
 final adapter in the standard layout and the config it was trained with
 (``config.yaml``, what serving loads).
 """
@@ -214,4 +214,7 @@ def build(context: BuildContext) -> dict[str, Any]:
             out.write_bytes(data, f"{ADAPTER}/{name}")
         out.write_bytes(dump_config(with_image_setting_resolved(config)).encode(), CONFIG_FILE)
         out.metadata.update(summary)
+    # Sealed: the final adapter is in train/, so the trainer's checkpoints (hundreds of MB
+    # each) have nothing left to resume.
+    run.drop_parts(TRAIN_OUTPUT)
     return summary

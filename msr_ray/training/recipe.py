@@ -227,7 +227,11 @@ class SftRecipe:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as folder:
-                self.engine.load_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
+                # The checkpoint holds the trained parameters only (``save``); the frozen
+                # ones are the base model's, already loaded.
+                self.engine.load_checkpoint(
+                    os.path.join(folder, DEEPSPEED_DIR), tag="state", load_module_strict=False
+                )
                 with open(os.path.join(folder, STATE_FILE)) as f:
                     self.start_epoch = json.load(f)["epoch"] + 1
 
@@ -326,7 +330,11 @@ class SftRecipe:
         import ray.train
 
         with tempfile.TemporaryDirectory() as folder:
-            self.engine.save_checkpoint(os.path.join(folder, DEEPSPEED_DIR), tag="state")
+            # Frozen parameters are the base model's: leaving them out takes a checkpoint
+            # of the demo's top-8 recipe from 842 MB to about 330 MB.
+            self.engine.save_checkpoint(
+                os.path.join(folder, DEEPSPEED_DIR), tag="state", exclude_frozen_parameters=True
+            )
             if self.rank == 0:
                 self.model.save_pretrained(os.path.join(folder, ADAPTER))
                 with open(os.path.join(folder, STATE_FILE), "w") as f:

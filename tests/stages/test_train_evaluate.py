@@ -7,6 +7,7 @@ from msr_ray.config import with_overrides
 from msr_ray.method.recommender import Recommender
 from msr_ray.run.method_inputs import adapter_dir, candidate_rows
 from msr_ray.run.pipeline import run_stage
+from msr_ray.run.registry import TRAIN_OUTPUT
 from msr_ray.run.rundir import RunDir
 from msr_ray.stages.evaluate import CandidateScorer
 from tests.conftest import write_easy_task
@@ -31,6 +32,8 @@ def test_training_recovers_from_injected_failure_and_learns(trained):
     assert mean(last) < mean(first) - 0.5
     assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in last)
     assert run_stage("train", config)["skipped"] is True
+    # The sealed adapter is all that is kept: the trainer's checkpoints are gone.
+    assert run.exists(TRAIN_OUTPUT) and not run.exists("_parts", TRAIN_OUTPUT)
 
 
 def test_training_is_tracked_in_one_mlflow_run_across_the_restart(trained, monkeypatch):
