@@ -7,9 +7,9 @@ CPU, nccl on GPU) whose workers run ``msr_ray.training.recipe``. The training ro
 evenly across workers; the validation rows are split too, every row scored once, and
 every rank computes the epoch's AUC from the all-gathered scores. The trainer's run lives
 under ``<run>/_parts/train/<fingerprint>``: rerunning after a crash with the same inputs
-and settings restores the latest checkpoint; once ``train/`` is sealed they are deleted. The sealed ``train/`` folder holds the
-final adapter in the standard layout and the config it was trained with
-(``config.yaml``, what serving loads).
+and settings restores the latest checkpoint. The sealed ``train/`` folder holds the final
+adapter in the standard layout and the config it was trained with (``config.yaml``, what
+serving loads); once it is sealed, the checkpoints are deleted.
 """
 
 from __future__ import annotations
